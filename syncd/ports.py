@@ -1,0 +1,85 @@
+"""The two ports the core talks through. Connectors implement them.
+
+Every method documents the `syncd.errors` type it raises; connectors translate
+their library's exceptions so the core never imports caldav, google or msal.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol
+
+from syncd.model import ContactBatch, EventChanges, EventDraft, RemoteEvent
+
+
+class ContactSource(Protocol):
+    """A place contacts come from (file, CardDAV, Google, Outlook)."""
+
+    name: str
+    kind: str
+
+    def read(self, cursor: str | None) -> ContactBatch:
+        """Contacts changed since `cursor` (None: all of them, `full=True`).
+
+        An expired cursor is handled inside: the source re-reads in full and
+        returns `full=True`. Malformed entries are skipped and listed in
+        `problems`. Raises `RemoteError` (or `AuthError`) when the source as a
+        whole cannot be read; the core then keeps the previous state.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+class Calendar(Protocol):
+    """The calendar follow-ups are written into."""
+
+    kind: str
+
+    def url(self) -> str:
+        """A URL or identifier the user can add to a client (shown by the demo)."""
+        ...
+
+    def changes(self, cursor: str | None) -> EventChanges:
+        """Events changed or deleted since `cursor`, with the new cursor.
+
+        None, or a cursor the server rejects, gives every event with
+        `full=True` (the connector catches the rejection itself). Raises
+        `RemoteError` when the calendar cannot be read.
+        """
+        ...
+
+    def get(self, uid: str) -> RemoteEvent | None:
+        """The event with this UID, or None."""
+        ...
+
+    def create(self, draft: EventDraft) -> RemoteEvent:
+        """Create the event; never overwrites (`If-None-Match: *` or the API's
+        equivalent). Raises `AlreadyExists` when an event with this identity is
+        already there (a retried create after a crash)."""
+        ...
+
+    def update(self, ref: str, etag: str, draft: EventDraft) -> RemoteEvent:
+        """Replace the event at `ref` only if its ETag is still `etag`.
+
+        Raises `PreconditionFailed` on a changed ETag, `NotFound` when gone.
+        """
+        ...
+
+    def delete(self, ref: str, etag: str) -> None:
+        """Delete the event at `ref` only if its ETag is still `etag`.
+
+        Raises `PreconditionFailed` on a changed ETag; a missing event is fine.
+        """
+        ...
+
+    def busy(self, start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
+        """Busy intervals from the configured `busy_calendars` (not the target
+        calendar, whose events the core already knows from `changes`)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
