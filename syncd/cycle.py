@@ -1,0 +1,410 @@
+"""One sync cycle: import contacts → read calendar changes → reconcile →
+plan → write, through the ports.
+
+Crash safety: a create is recorded as intent (status `creating`, with the
+exact event) before the remote write, and finished afterwards; a restart
+replays unfinished intents first. Creates are idempotent on the remote side
+(deterministic UID + `If-None-Match: *`), so a replay meets `AlreadyExists`
+and adopts the event instead of duplicating it. Updates carry `If-Match`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time as _time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import structlog
+
+from syncd import notes, render
+from syncd.errors import AlreadyExists, NotFound, PreconditionFailed, RemoteError
+from syncd.model import Channel, Contact, EventDraft, Outcome, RemoteEvent
+from syncd.planner import AttemptRec, CommandRec, ContactInput, LiveRec, Plan, Planned, plan
+from syncd.ports import Calendar, ContactSource
+from syncd.reconcile import apply_changes
+from syncd.settings import Config
+from syncd.store import Store
+from syncd.timeutil import add_duration, iso, parse_iso
+
+log = structlog.get_logger("syncd")
+CAL_CURSOR = "calendar.cursor"
+# Test hook (issue 7 grows it): called after every remote write and commit.
+StepHook = Callable[[str], None]
+
+
+@dataclass
+class CycleResult:
+    contacts_seen: int = 0
+    contacts_changed: int = 0
+    attempts_read: int = 0
+    events_created: int = 0
+    events_updated: int = 0
+    events_deleted: int = 0
+    failed_sources: list[str] = field(default_factory=list)
+    calendar_error: str | None = None
+    duration: float = 0.0
+
+    @property
+    def writes(self) -> int:
+        return self.events_created + self.events_updated + self.events_deleted
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed_sources and self.calendar_error is None
+
+
+class Cycle:
+    def __init__(self, cfg: Config, store: Store, sources: list[ContactSource],
+                 calendar: Calendar, now: Callable[[], datetime] | None = None,
+                 step_hook: StepHook | None = None) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.sources = sources
+        self.calendar = calendar
+        self.now = now or (lambda: datetime.now(ZoneInfo("UTC")))
+        self.user_tz = ZoneInfo(cfg.timezone)
+        self._hook = step_hook or (lambda _step: None)
+
+    def run(self) -> CycleResult:
+        t0 = _time.monotonic()
+        res = CycleResult()
+        for src in self.sources:
+            self.import_source(src, res)
+        try:
+            self.read_calendar(res)
+            self.finish_intents(res)
+            self.write_plan(res)
+        except RemoteError as e:
+            res.calendar_error = e.message
+            log.error("calendar failed", error=e.message, hint=e.hint)
+            with self.store.tx() as db:
+                db.execute("INSERT OR REPLACE INTO kv(key, value) VALUES('calendar.error', ?)",
+                           (e.message,))
+        else:
+            with self.store.tx() as db:
+                db.execute("DELETE FROM kv WHERE key='calendar.error'")
+        res.duration = _time.monotonic() - t0
+        log.info("cycle", contacts=res.contacts_seen, changed=res.contacts_changed,
+                 attempts_read=res.attempts_read, created=res.events_created,
+                 updated=res.events_updated, deleted=res.events_deleted,
+                 failed_sources=res.failed_sources, duration=round(res.duration, 3))
+        return res
+
+    # -- contacts -------------------------------------------------------------
+
+    def import_source(self, src: ContactSource, res: CycleResult) -> None:
+        db = self.store.db
+        row = db.execute("SELECT cursor FROM sources WHERE name=?", (src.name,)).fetchone()
+        cursor = row["cursor"] if row else None
+        now = iso(self.now())
+        try:
+            batch = src.read(cursor)
+        except RemoteError as e:
+            res.failed_sources.append(src.name)
+            log.error("source failed", source=src.name, error=e.message, hint=e.hint)
+            with self.store.tx() as tx:
+                _upsert_source(tx, src, cursor, None, e.message, None)
+            return
+        for p in batch.problems:
+            log.warning("skipped contact entry", source=src.name, where=p.where,
+                        problem=p.message)
+        with self.store.tx() as tx:
+            known = {r["id"]: r["fingerprint"] for r in tx.execute(
+                "SELECT id, fingerprint FROM contacts WHERE source=? AND removed=0",
+                (src.name,))}
+            for c in batch.contacts:
+                fp = c.fingerprint()
+                res.contacts_seen += 1
+                if known.get(c.id) == fp:
+                    continue
+                res.contacts_changed += 1
+                tx.execute(
+                    "INSERT INTO contacts(id, source, name, data, fingerprint, removed, "
+                    "first_seen) VALUES(?,?,?,?,?,0,?) ON CONFLICT(id) DO UPDATE SET "
+                    "name=excluded.name, data=excluded.data, "
+                    "fingerprint=excluded.fingerprint, removed=0",
+                    (c.id, c.source, c.name, c.to_json(), fp, now),
+                )
+            gone = {f"{src.name}:{u}" for u in batch.removed}
+            if batch.full:
+                gone |= set(known) - {c.id for c in batch.contacts}
+            for cid in gone:
+                res.contacts_changed += 1
+                tx.execute("UPDATE contacts SET removed=1 WHERE id=?", (cid,))
+            problems = json.dumps([[p.where, p.message] for p in batch.problems])
+            if not batch.contacts and not batch.full and not gone:
+                problems_arg: str | None = None  # unchanged source: keep last problems
+            else:
+                problems_arg = problems
+            _upsert_source(tx, src, batch.cursor, now, None, problems_arg)
+
+    # -- calendar -------------------------------------------------------------
+
+    def read_calendar(self, res: CycleResult) -> None:
+        cursor = self.store.kv_get(CAL_CURSOR)
+        changes = self.calendar.changes(cursor)
+        with self.store.tx() as db:
+            stats = apply_changes(db, changes, self.cfg)
+            self.store.kv_set(CAL_CURSOR, changes.cursor)
+        res.attempts_read += stats.attempts_read
+        self._hook("read-calendar")
+
+    def finish_intents(self, res: CycleResult) -> None:
+        """Replay creates whose outcome a crash left unknown."""
+        rows = self.store.db.execute(
+            "SELECT * FROM followups WHERE status='creating' ORDER BY id").fetchall()
+        for fu in rows:
+            draft = _draft_from_row(fu, self.user_tz)
+            self._create(fu["id"], draft, res)
+
+    def _create(self, fid: str, draft: EventDraft, res: CycleResult) -> None:
+        try:
+            ev = self.calendar.create(draft)
+            res.events_created += 1
+        except AlreadyExists:
+            found = self.calendar.get(draft.uid)
+            if found is None:
+                raise
+            ev = found
+        self._hook("create")
+        with self.store.tx() as db:
+            db.execute("UPDATE followups SET status='live', ref=?, etag=?, description=? "
+                       "WHERE id=? AND status='creating'", (ev.ref, ev.etag, ev.description, fid))
+            _cache_event(db, ev)
+        self._hook("commit-create")
+
+    # -- planning and writing -------------------------------------------------
+
+    def plans(self) -> list[Plan]:
+        inputs, busy, counts = load_inputs(self.store.db, self.cfg)
+        now = self.now()
+        if self.cfg.calendar and self.cfg.calendar.busy_calendars:
+            end = add_duration(now.astimezone(self.user_tz), self.cfg.horizon) + timedelta(days=1)
+            busy = busy + self.calendar.busy(now, end)
+        return plan(inputs, busy, counts, now, self.cfg)
+
+    def write_plan(self, res: CycleResult) -> None:
+        now = self.now()
+        contacts = {r["id"]: Contact.from_json(r["data"]) for r in
+                    self.store.db.execute("SELECT id, data FROM contacts")}
+        for p in self.plans():
+            if p.retire:
+                self._retire(p.retire, now, res)
+            fu = p.followup
+            if fu is None or fu.action == "keep":
+                continue
+            contact = contacts[p.contact_id]
+            if fu.action == "planned":
+                self._record_planned(p, fu, contact)
+            elif fu.action == "create":
+                self._create_new(p, fu, contact, now, res)
+            elif fu.action == "move":
+                self._move(p, fu, contact, now, res)
+
+    def _render(self, p: Plan, fu: Planned, contact: Contact, now: datetime) -> tuple[str, str]:
+        attempts = _attempt_recs(self.store.db, p.contact_id)
+        news = _news_for(self.store.db, self.cfg, p.contact_id, fu.channel)
+        r = render.RenderInput(contact, fu, attempts, p.timezone, news)
+        return render.summary(r), render.block(r, now, self.cfg.caller_id)
+
+    def _record_planned(self, p: Plan, fu: Planned, contact: Contact) -> None:
+        db = self.store.db
+        old = db.execute("SELECT start, basis FROM followups WHERE id=?", (fu.id,)).fetchone()
+        if old and old["start"] == iso(fu.start) and old["basis"] == fu.basis:
+            return
+        summary = render.summary(render.RenderInput(contact, fu, (), p.timezone))
+        with self.store.tx() as tx:
+            _upsert_followup(tx, p, fu, summary, "", "", "planned")
+
+    def _create_new(self, p: Plan, fu: Planned, contact: Contact, now: datetime,
+                    res: CycleResult) -> None:
+        summary, block = self._render(p, fu, contact, now)
+        description = notes.compose(block)
+        with self.store.tx() as tx:
+            _upsert_followup(tx, p, fu, summary, block, description, "creating")
+        self._hook("commit-intent")
+        row = self.store.db.execute("SELECT * FROM followups WHERE id=?", (fu.id,)).fetchone()
+        self._create(fu.id, _draft_from_row(row, self.user_tz), res)
+
+    def _move(self, p: Plan, fu: Planned, contact: Contact, now: datetime,
+              res: CycleResult) -> None:
+        row = self.store.db.execute("SELECT * FROM followups WHERE id=?", (fu.id,)).fetchone()
+        if row is None or row["ref"] is None:
+            return
+        summary, block = self._render(p, fu, contact, now)
+        user = notes.split(row["description"], row["block"])
+        draft = EventDraft(fu.id, row["uid"], summary, fu.start.astimezone(self.user_tz),
+                           fu.end.astimezone(self.user_tz), notes.compose(block, user))
+        try:
+            ev = self.calendar.update(row["ref"], row["etag"], draft)
+        except PreconditionFailed:
+            # Someone edited it since we read it: the next read brings their
+            # change in, and planning starts again from there. Nothing lost.
+            log.info("event changed under us; will re-read", followup=fu.id)
+            return
+        except NotFound:
+            with self.store.tx() as tx:
+                tx.execute("UPDATE followups SET status='deleted', ref=NULL WHERE id=?",
+                           (fu.id,))
+            return
+        res.events_updated += 1
+        self._hook("update")
+        with self.store.tx() as tx:
+            tx.execute(
+                "UPDATE followups SET start=?, end=?, summary=?, block=?, description=?, "
+                "etag=?, basis=? WHERE id=?",
+                (iso(fu.start), iso(fu.end), summary, block, ev.description, ev.etag,
+                 fu.basis, fu.id),
+            )
+            _cache_event(tx, ev)
+        self._hook("commit-update")
+
+    def _retire(self, fid: str, now: datetime, res: CycleResult) -> None:
+        row = self.store.db.execute("SELECT * FROM followups WHERE id=?", (fid,)).fetchone()
+        if row is None:
+            return
+        untouched = not row["user_touched"] and parse_iso(row["start"]) > now
+        if row["status"] in ("live", "creating") and untouched and row["ref"]:
+            try:
+                self.calendar.delete(row["ref"], row["etag"])
+            except PreconditionFailed:
+                return  # edited meanwhile: read it next cycle first
+            res.events_deleted += 1
+            self._hook("delete")
+            with self.store.tx() as tx:
+                tx.execute("UPDATE followups SET status='cancelled', ref=NULL WHERE id=?",
+                           (fid,))
+                tx.execute("DELETE FROM events WHERE ref=?", (row["ref"],))
+        else:
+            with self.store.tx() as tx:
+                tx.execute("UPDATE followups SET status='lapsed' WHERE id=?", (fid,))
+        self._hook("commit-retire")
+
+
+# ---------------------------------------------------------------------------
+# Store → planner inputs
+
+
+def load_inputs(db: sqlite3.Connection, cfg: Config) -> tuple[
+        list[ContactInput], list[tuple[datetime, datetime]], dict[date, int]]:
+    user_tz = ZoneInfo(cfg.timezone)
+    fus: dict[str, list[sqlite3.Row]] = {}
+    for r in db.execute("SELECT * FROM followups ORDER BY seq"):
+        fus.setdefault(r["contact_id"], []).append(r)
+    attempts: dict[str, list[AttemptRec]] = {}
+    for r in db.execute("SELECT contact_id, at, channel, outcome FROM entries "
+                        "WHERE kind='attempt'"):
+        attempts.setdefault(r["contact_id"], []).append(
+            AttemptRec(parse_iso(r["at"]), Channel(r["channel"]), Outcome(r["outcome"])))
+    commands: dict[str, list[CommandRec]] = {}
+    for r in db.execute(
+            "SELECT e.contact_id, e.value, e.at, f.seq, f.start FROM entries e "
+            "JOIN followups f ON f.id = e.followup_id WHERE e.kind='command'"):
+        commands.setdefault(r["contact_id"], []).append(CommandRec(
+            r["value"], r["seq"], parse_iso(r["start"]),
+            parse_iso(r["at"]) if r["at"] else None))
+    inputs = []
+    live_refs: set[str] = set()
+    for r in db.execute("SELECT * FROM contacts ORDER BY id"):
+        cid = r["id"]
+        rows = fus.get(cid, [])
+        live = next((f for f in reversed(rows)
+                     if f["status"] in ("planned", "live", "creating")), None)
+        if live is not None and live["ref"]:
+            live_refs.add(live["ref"])
+        handled = tuple(parse_iso(f["start"]) for f in rows if f["status"] == "deleted")
+        handled += tuple(k.issued for k in commands.get(cid, []) if k.kind == "skip")
+        inputs.append(ContactInput(
+            contact=Contact.from_json(r["data"]),
+            first_seen=parse_iso(r["first_seen"]),
+            removed=bool(r["removed"]),
+            attempts=tuple(attempts.get(cid, [])),
+            commands=tuple(commands.get(cid, [])),
+            live=_live_rec(live) if live is not None else None,
+            last_seq=max((f["seq"] for f in rows), default=0),
+            handled=handled,
+        ))
+    busy: list[tuple[datetime, datetime]] = []
+    counts: dict[date, int] = {}
+    for e in db.execute("SELECT ref, syncd_id, start, end FROM events"):
+        if e["ref"] in live_refs:
+            continue
+        s, t = parse_iso(e["start"]), parse_iso(e["end"])
+        busy.append((s, t))
+        if e["syncd_id"]:
+            d = s.astimezone(user_tz).date()
+            counts[d] = counts.get(d, 0) + 1
+    return inputs, busy, counts
+
+
+def _live_rec(f: sqlite3.Row) -> LiveRec:
+    return LiveRec(f["id"], f["seq"], parse_iso(f["start"]), parse_iso(f["end"]),
+                   Channel(f["channel"]), f["basis"], f["status"], bool(f["user_touched"]),
+                   bool(f["user_moved"]))
+
+
+def _attempt_recs(db: sqlite3.Connection, contact_id: str) -> tuple[AttemptRec, ...]:
+    return tuple(
+        AttemptRec(parse_iso(r["at"]), Channel(r["channel"]), Outcome(r["outcome"]))
+        for r in db.execute("SELECT at, channel, outcome FROM entries WHERE contact_id=? "
+                            "AND kind='attempt' ORDER BY at", (contact_id,)))
+
+
+def _news_for(db: sqlite3.Connection, cfg: Config, contact_id: str,
+              channel: Channel) -> str | None:
+    """The newest configured news item this contact has not been told."""
+    if channel is Channel.CALL or not cfg.news:
+        return None
+    told = {str(r[0]).strip().lower() for r in db.execute(
+        "SELECT value FROM entries WHERE contact_id=? AND kind='news'", (contact_id,))}
+    for item in sorted(cfg.news, key=lambda n: n.date, reverse=True):
+        if item.text.strip().lower() not in told:
+            return item.text
+    return None
+
+
+def _upsert_followup(db: sqlite3.Connection, p: Plan, fu: Planned, summary: str, block: str,
+                     description: str, status: str) -> None:
+    uid = f"{fu.id}@syncd"
+    db.execute(
+        "INSERT INTO followups(id, contact_id, seq, uid, channel, cadence, start, end, summary, "
+        "basis, status, block, description, created_at) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+        "ON CONFLICT(id) DO UPDATE SET channel=excluded.channel, cadence=excluded.cadence, "
+        "start=excluded.start, end=excluded.end, summary=excluded.summary, "
+        "basis=excluded.basis, status=excluded.status, block=excluded.block, "
+        "description=excluded.description",
+        (fu.id, p.contact_id, fu.seq, uid, fu.channel.value, fu.cadence, iso(fu.start),
+         iso(fu.end), summary, fu.basis, status, block, description,
+         iso(datetime.now(ZoneInfo("UTC")))),
+    )
+
+
+def _draft_from_row(fu: sqlite3.Row, tz: ZoneInfo) -> EventDraft:
+    """Events are written in the user's zone (TZID), whatever offset the row
+    was stored with."""
+    return EventDraft(fu["id"], fu["uid"], fu["summary"], parse_iso(fu["start"]).astimezone(tz),
+                      parse_iso(fu["end"]).astimezone(tz), fu["description"])
+
+
+def _cache_event(db: sqlite3.Connection, ev: RemoteEvent) -> None:
+    db.execute(
+        "INSERT OR REPLACE INTO events(ref, uid, syncd_id, etag, start, end, summary) "
+        "VALUES(?,?,?,?,?,?,?)",
+        (ev.ref, ev.uid, ev.syncd_id, ev.etag, iso(ev.start), iso(ev.end), ev.summary),
+    )
+
+
+def _upsert_source(db: sqlite3.Connection, src: ContactSource, cursor: str | None,
+                   last_sync: str | None, error: str | None, problems: str | None) -> None:
+    db.execute(
+        "INSERT INTO sources(name, kind, cursor, last_sync, last_error, problems) "
+        "VALUES(?,?,?,?,?,COALESCE(?, '[]')) ON CONFLICT(name) DO UPDATE SET "
+        "kind=excluded.kind, cursor=excluded.cursor, "
+        "last_sync=COALESCE(excluded.last_sync, sources.last_sync), "
+        "last_error=excluded.last_error, problems=COALESCE(?, sources.problems)",
+        (src.name, src.kind, cursor, last_sync, error, problems, problems),
+    )

@@ -1,0 +1,453 @@
+"""Planning: from each contact's history to its next follow-up. Pure.
+
+`plan(contacts, calendar_busy, now, config)` returns one `Plan` per contact;
+the cycle turns the differences from what is in the calendar into writes.
+The same state always gives the same plan, and a follow-up that is already in
+the calendar is kept unless its basis (the history it was planned from)
+changed, or its time passed with nothing logged (then it rolls forward).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from syncd.model import Channel, Contact, ContactState, Outcome
+from syncd.settings import Cadence, Config, Rule, Unit
+from syncd.timeutil import add_duration, ceil_to, working_window
+
+STEP = timedelta(minutes=15)  # granularity of proposed start times
+DURATION = {Channel.CALL: 15, Channel.EMAIL: 15, Channel.MESSAGE: 10, Channel.MEETING: 30}
+SEARCH_DAYS = 400  # how far ahead a free time is searched before giving up
+
+
+@dataclass(frozen=True)
+class Slot:
+    name: str
+    start: time
+    end: time
+
+
+# SPEC, "Time-of-day learning": default slots in the contact's zone.
+SLOTS: tuple[Slot, ...] = (
+    Slot("early", time(7, 30), time(9, 0)),
+    Slot("morning", time(9, 0), time(11, 30)),
+    Slot("midday", time(11, 30), time(13, 30)),
+    Slot("afternoon", time(13, 30), time(16, 0)),
+    Slot("late", time(16, 0), time(18, 30)),
+)
+REACH = frozenset({Outcome.REACHED, Outcome.REPLIED})
+
+
+@dataclass(frozen=True)
+class AttemptRec:
+    at: datetime
+    channel: Channel
+    outcome: Outcome
+
+
+@dataclass(frozen=True)
+class CommandRec:
+    kind: str  # skip | stop | pause | snooze | next
+    seq: int  # the follow-up it was written on
+    issued: datetime  # that follow-up's start
+    until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class LiveRec:
+    """The contact's current follow-up, as the store knows it."""
+
+    id: str
+    seq: int
+    start: datetime
+    end: datetime
+    channel: Channel
+    basis: str
+    status: str  # planned | live | creating
+    user_touched: bool
+    user_moved: bool
+
+
+@dataclass(frozen=True)
+class ContactInput:
+    contact: Contact
+    first_seen: datetime
+    removed: bool
+    attempts: tuple[AttemptRec, ...]
+    commands: tuple[CommandRec, ...]
+    live: LiveRec | None
+    last_seq: int
+    # Follow-ups that ended without an attempt but count as handled
+    # (skip, deleted by the user): the cadence restarts from their time.
+    handled: tuple[datetime, ...] = ()
+
+
+@dataclass(frozen=True)
+class Planned:
+    id: str
+    seq: int
+    start: datetime
+    end: datetime
+    channel: Channel
+    cadence: str
+    basis: str
+    slot: str | None
+    slot_note: str
+    # keep: leave the event as is; create: a new event; move: update the live
+    # event's time; planned: beyond the horizon, nothing written yet.
+    action: str
+    overdue: bool
+
+
+@dataclass(frozen=True)
+class Plan:
+    contact_id: str
+    state: ContactState
+    cadence: str
+    timezone: str
+    timezone_source: str
+    followup: Planned | None
+    # The live follow-up to retire when the contact stopped (cancel it when
+    # untouched) or when a new one replaces a lapsed one.
+    retire: str | None = None
+    note: str = ""
+
+
+@dataclass
+class Calendar:
+    """Busy intervals and per-day counts while planning (mutated as we go)."""
+
+    busy: list[tuple[datetime, datetime]] = field(default_factory=list)
+    per_day: dict[date, int] = field(default_factory=dict)
+
+    def free(self, start: datetime, end: datetime) -> bool:
+        return all(not (s < end and start < e) for s, e in self.busy)
+
+    def take(self, start: datetime, end: datetime, day: date) -> None:
+        self.busy.append((start, end))
+        self.per_day[day] = self.per_day.get(day, 0) + 1
+
+
+def followup_id(contact_id: str, seq: int) -> str:
+    """Stable, URL-safe id of a contact's seq-th follow-up: becomes the UID."""
+    h = hashlib.sha256(contact_id.encode()).hexdigest()[:16]
+    return f"{h}-{seq}"
+
+
+def resolve_cadence(contact: Contact, rules: tuple[Rule, ...]) -> tuple[str, str | None]:
+    """(cadence, timezone from the rule) for a contact: override, then the first
+    matching rule."""
+    overrides = dict(contact.overrides)
+    tz_rule: str | None = None
+    cadence: str | None = overrides.get("syncd-cadence") or None
+    for rule in rules:
+        m = rule.match
+        if m.label is not None and m.label not in contact.labels:
+            continue
+        if m.source is not None and m.source != contact.source:
+            continue
+        if m.company is not None and m.company.lower() != contact.company.lower():
+            continue
+        cadence = cadence or rule.cadence
+        tz_rule = rule.timezone
+        break
+    return cadence or "", tz_rule
+
+
+def contact_zone(contact: Contact, rule_tz: str | None, user_tz: str) -> tuple[str, str]:
+    """The contact's zone and where it came from."""
+    override = dict(contact.overrides).get("syncd-timezone")
+    for value, origin in ((override, "override"), (contact.timezone, "contact"),
+                          (rule_tz, "rule")):
+        if value and _valid_zone(value):
+            return value, origin
+    return user_tz, "user"
+
+
+def _valid_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ValueError, KeyError, OSError):
+        return False
+    return True
+
+
+def choose_slot(contact_id: str, attempts: tuple[AttemptRec, ...]) -> Slot:
+    """Rotate calls through the slots until one reaches the person, then stay
+    with the slot that has reached them most. (Issue 5 replaces this with a
+    learning policy.)"""
+    calls = [a for a in attempts if a.channel is Channel.CALL]
+    wins: dict[str, int] = {}
+    for a in calls:
+        if a.outcome in REACH:
+            s = slot_of(a.at)
+            if s:
+                wins[s.name] = wins.get(s.name, 0) + 1
+    if wins:
+        best = max(wins, key=lambda n: (wins[n], -_slot_index(n)))
+        return SLOTS[_slot_index(best)]
+    offset = int(hashlib.sha256(contact_id.encode()).hexdigest(), 16) % len(SLOTS)
+    return SLOTS[(offset + len(calls)) % len(SLOTS)]
+
+
+def _slot_index(name: str) -> int:
+    return [s.name for s in SLOTS].index(name)
+
+
+def slot_of(at: datetime) -> Slot | None:
+    t = at.timetz().replace(tzinfo=None)
+    for s in SLOTS:
+        if s.start <= t < s.end:
+            return s
+    return None
+
+
+# --------------------------------------------------------------------------
+
+
+def plan(
+    inputs: list[ContactInput],
+    busy: list[tuple[datetime, datetime]],
+    day_counts: dict[date, int],
+    now: datetime,
+    cfg: Config,
+) -> list[Plan]:
+    """Plan every contact. `busy` are the calendar's events other than our live
+    follow-ups; `day_counts` counts our events that stay where they are (done
+    ones) per day in the user's zone."""
+    user_tz = ZoneInfo(cfg.timezone)
+    cal = Calendar(busy=list(busy), per_day=dict(day_counts))
+    drafts: list[tuple[tuple[int, int, datetime, str], ContactInput, _Need, datetime]] = []
+    plans: dict[str, Plan] = {}
+
+    # First pass: decide state, cadence and due time; keep what stays.
+    for ci in sorted(inputs, key=lambda c: c.contact.id):
+        need = _assess(ci, now, cfg)
+        if need.followup_due is None:
+            retire = ci.live.id if ci.live and ci.live.status != "planned" else None
+            plans[ci.contact.id] = Plan(ci.contact.id, need.state, need.cadence, need.tz,
+                                        need.tz_source, None, retire=retire, note=need.note)
+            continue
+        live = ci.live
+        # Kept: a written follow-up still ahead whose basis is unchanged, or
+        # that the user moved (never moved back). One whose time passed with
+        # nothing logged is not kept: it rolls forward (or lapses if touched).
+        keep = live is not None and live.status in ("live", "creating") and live.end > now and (
+            live.user_moved or live.basis == need.basis
+        )
+        if live is not None and keep:
+            local_day = live.start.astimezone(user_tz).date()
+            cal.take(live.start, live.end, local_day)
+            plans[ci.contact.id] = Plan(
+                ci.contact.id, need.state, need.cadence, need.tz, need.tz_source,
+                Planned(live.id, live.seq, live.start, live.end, live.channel, need.cadence,
+                        live.basis, need.slot.name if need.slot else None, "", "keep",
+                        live.start < now),
+                note=need.note,
+            )
+            continue
+        due = need.followup_due
+        prio = (0 if due < now else 1, 0 if need.until_reached else 1, due, ci.contact.id)
+        drafts.append((prio, ci, need, due))
+
+    # Second pass, by priority: overdue first, then `until: reached` cadences,
+    # then keep-in-touch; each takes the earliest free time for it.
+    horizon_end = add_duration(now.astimezone(user_tz), cfg.horizon)
+    for _prio, ci, need, due in sorted(drafts, key=lambda d: d[0]):
+        plans[ci.contact.id] = _place(ci, need, due, now, cfg, cal, user_tz, horizon_end)
+    return [plans[c.contact.id] for c in sorted(inputs, key=lambda c: c.contact.id)]
+
+
+@dataclass(frozen=True)
+class _Need:
+    state: ContactState
+    cadence: str
+    channel: Channel
+    tz: str
+    tz_source: str
+    followup_due: datetime | None
+    exact: bool  # a `next …` command: use this time as given
+    slot: Slot | None
+    basis: str
+    until_reached: bool
+    note: str = ""
+
+
+def _assess(ci: ContactInput, now: datetime, cfg: Config) -> _Need:
+    user_tz = ZoneInfo(cfg.timezone)
+    c = ci.contact
+    base, rule_tz = resolve_cadence(c, cfg.rules)
+    tz, tz_source = contact_zone(c, rule_tz, cfg.timezone)
+    names = {k.name for k in cfg.cadences}
+    if base not in names:
+        base = cfg.cadences[0].name if cfg.cadences else ""
+    if not base:
+        return _Need(ContactState.STOPPED, "", Channel.CALL, tz, tz_source, None, False, None,
+                     "", False, "no cadence")
+    attempts = sorted(ci.attempts, key=lambda a: a.at)
+    cadence, phase_start, reached = _phase(cfg, base, attempts, ci.first_seen)
+    state = ContactState.REACHED if reached else ContactState.ACTIVE
+    channel = Channel(cadence.channel) if cadence else Channel.CALL
+    name = cadence.name if cadence else base
+
+    stopped_note = ""
+    if ci.removed:
+        stopped_note = "removed from its source"
+    elif any(k.kind == "stop" for k in ci.commands):
+        stopped_note = "stop logged in notes"
+    elif cadence is None:
+        stopped_note = "cadence complete"
+    if cadence is not None and not stopped_note:
+        first = attempts[0].at if attempts else ci.first_seen
+        if cadence.stop_after and now >= add_duration(first.astimezone(user_tz),
+                                                      cadence.stop_after):
+            stopped_note = f"stop_after {cadence.stop_after} passed"
+        in_phase = [a for a in attempts if a.at >= phase_start]
+        if cadence.max_attempts is not None and len(in_phase) >= cadence.max_attempts:
+            stopped_note = f"max_attempts {cadence.max_attempts} reached"
+    if stopped_note or cadence is None:
+        st = ContactState.REACHED if (reached and cadence is None) else ContactState.STOPPED
+        return _Need(st, name, channel, tz, tz_source, None, False, None, "", False, stopped_note)
+
+    # Due: from the last logged attempt (or handled follow-up) in this phase.
+    marks = [a.at for a in attempts if a.at >= phase_start]
+    marks += [h for h in ci.handled if h >= phase_start]
+    if marks:
+        due = _due_day(add_duration(max(marks).astimezone(user_tz), cadence.every), cadence)
+    elif phase_start > ci.first_seen:
+        due = _due_day(add_duration(phase_start.astimezone(user_tz), cadence.every), cadence)
+    else:
+        due = ci.first_seen
+    exact = False
+    latest_seq = max((k.seq for k in ci.commands), default=-1)
+    for k in sorted(ci.commands, key=lambda k: (k.seq, k.kind)):
+        if k.kind == "next" and k.until is not None and k.seq == latest_seq:
+            due, exact = k.until, True
+    for k in ci.commands:
+        if k.kind in ("pause", "snooze") and k.until is not None and k.until > due:
+            due, exact = k.until, False
+            if k.until > now:
+                state = ContactState.PAUSED
+    slot = choose_slot(c.id, tuple(attempts)) if channel is Channel.CALL else None
+    basis = _basis(name, phase_start, marks, ci.commands, slot, due)
+    return _Need(state, name, channel, tz, tz_source, due, exact, slot, basis,
+                 cadence.until == "reached")
+
+
+def _due_day(at: datetime, cadence: Cadence) -> datetime:
+    """A follow-up due in N days is due that day, at any time of it: the slot
+    picks the hour. (Minutes and hours cadences keep their exact time.)"""
+    if cadence.every.unit in (Unit.MINUTES, Unit.HOURS):
+        return at
+    return at.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _phase(
+    cfg: Config, base: str, attempts: list[AttemptRec], first_seen: datetime
+) -> tuple[Cadence | None, datetime, bool]:
+    """Walk the cadence chain: `until` met → switch to `then` (or finish)."""
+    cadence: Cadence | None = cfg.cadence(base)
+    start = first_seen
+    reached = False
+    seen = {base}
+    while cadence is not None:
+        goal = {"reached": REACH, "replied": frozenset({Outcome.REPLIED, Outcome.REACHED})}.get(
+            cadence.until
+        )
+        hit = next((a for a in attempts if a.at >= start and goal and a.outcome in goal), None)
+        if hit is None:
+            break
+        reached = True
+        start = hit.at
+        nxt = cadence.then
+        if nxt is None or nxt in seen:
+            return None, start, reached
+        seen.add(nxt)
+        cadence = cfg.cadence(nxt)
+    return cadence, start, reached
+
+
+def _basis(name: str, phase: datetime, marks: list[datetime], commands: tuple[CommandRec, ...],
+           slot: Slot | None, due: datetime) -> str:
+    raw = "|".join([
+        name, phase.isoformat(), max(marks).isoformat() if marks else "-", str(len(marks)),
+        ",".join(sorted(f"{k.kind}:{k.seq}:{k.until}" for k in commands)),
+        slot.name if slot else "-", due.isoformat(),
+    ])
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def _place(ci: ContactInput, need: _Need, due: datetime, now: datetime, cfg: Config,
+           cal: Calendar, user_tz: ZoneInfo, horizon_end: datetime) -> Plan:
+    minutes = DURATION[need.channel]
+    live = ci.live
+    reuse = live is not None and live.status in ("live", "creating", "planned") and not (
+        live.status != "planned" and live.user_touched)
+    retire = live.id if (live is not None and not reuse and live.status != "planned") else None
+    seq = live.seq if (live is not None and reuse) else ci.last_seq + 1
+    fid = followup_id(ci.contact.id, seq)
+    earliest = max(due, now)
+    start, slot_note = (
+        (earliest, "") if need.exact and due >= now
+        else find_time(earliest, minutes, need.slot, ZoneInfo(need.tz), cfg, cal, user_tz)
+    )
+    end = start + timedelta(minutes=minutes)
+    cal.take(start, end, start.astimezone(user_tz).date())
+    if start > horizon_end:
+        action = "planned"
+    elif live is not None and reuse and live.status != "planned":
+        action = "move"
+    else:
+        action = "create"
+    return Plan(
+        ci.contact.id, need.state, need.cadence, need.tz, need.tz_source,
+        Planned(fid, seq, start, end, need.channel, need.cadence, need.basis,
+                need.slot.name if need.slot else None, slot_note, action, due < now),
+        retire=retire, note=need.note,
+    )
+
+
+def find_time(earliest: datetime, minutes: int, slot: Slot | None, contact_tz: ZoneInfo,
+              cfg: Config, cal: Calendar, user_tz: ZoneInfo) -> tuple[datetime, str]:
+    """The earliest start ≥ `earliest` inside working hours (user zone), inside
+    the slot (contact zone) when one is given, free of busy intervals, on a day
+    below `daily_limit`. Returns the start and a note when the slot had to be
+    dropped because it never meets working hours."""
+    length = timedelta(minutes=minutes)
+    start_local = ceil_to(earliest.astimezone(user_tz), 15)
+    day = start_local.date()
+    for _ in range(SEARCH_DAYS):
+        win = working_window(day, cfg.working_hours, user_tz)
+        if win is not None and cal.per_day.get(day, 0) < cfg.daily_limit:
+            windows = [win]
+            note = ""
+            if slot is not None:
+                windows = _slot_windows(day, win, slot, contact_tz)
+                if not windows:
+                    windows, note = [win], f"slot {slot.name} is outside working hours"
+            for lo, hi in windows:
+                t = max(lo, start_local)
+                t = ceil_to(t, 15)
+                while t + length <= hi:
+                    if cal.free(t, t + length):
+                        return t, note
+                    t += STEP
+        day += timedelta(days=1)
+    # Nothing free within SEARCH_DAYS: a full calendar; take the earliest time.
+    return start_local, "no free time found"
+
+
+def _slot_windows(day: date, win: tuple[datetime, datetime], slot: Slot,
+                  tz: ZoneInfo) -> list[tuple[datetime, datetime]]:
+    """The slot (in the contact's zone) intersected with the user's window."""
+    out = []
+    for d in (day - timedelta(days=1), day, day + timedelta(days=1)):
+        lo = datetime.combine(d, slot.start, tzinfo=tz)
+        hi = datetime.combine(d, slot.end, tzinfo=tz)
+        a, b = max(lo, win[0]), min(hi, win[1])
+        if a < b:
+            out.append((a.astimezone(win[0].tzinfo), b.astimezone(win[0].tzinfo)))
+    return sorted(out)

@@ -1,0 +1,173 @@
+"""Planner properties (pure; no servers)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from syncd.model import Channel, Contact, ContactState, Outcome
+from syncd.planner import (
+    SLOTS,
+    AttemptRec,
+    CommandRec,
+    ContactInput,
+    LiveRec,
+    plan,
+)
+from syncd.settings import Cadence, Config, Duration, Rule, RuleMatch, Unit, WorkingHours
+
+NY = ZoneInfo("America/New_York")
+UTC = ZoneInfo("UTC")
+NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)  # Wed 10:00 in New York
+
+CFG = Config(
+    path=Path("/dev/null"), timezone="America/New_York", state_dir=Path("/tmp"),
+    daily_limit=3,
+    cadences=(
+        Cadence("pursue", "call", Duration(2, Unit.BUSINESS_DAYS), "reached", "keep_in_touch"),
+        Cadence("keep_in_touch", "email", Duration(4, Unit.WEEKS)),
+    ),
+    rules=(Rule(RuleMatch(), "pursue"),),
+)
+
+ZONES = ["America/New_York", "Europe/London", "America/Los_Angeles", "Asia/Tokyo", ""]
+
+
+def contact(i: int, tz: str = "") -> Contact:
+    return Contact(source="t", uid=f"c{i}", name=f"Person {i}", phones=("+12125550100",),
+                   timezone=tz)
+
+
+def fresh(i: int, tz: str = "") -> ContactInput:
+    return ContactInput(contact(i, tz), NOW - timedelta(days=1), False, (), (), None, 0)
+
+
+def test_new_contact_gets_a_call_soon_inside_working_hours() -> None:
+    (p,) = plan([fresh(1)], [], {}, NOW, CFG)
+    assert p.state is ContactState.ACTIVE
+    assert p.followup is not None
+    assert p.followup.action == "create"
+    assert p.followup.channel is Channel.CALL
+    local = p.followup.start.astimezone(NY)
+    assert local >= NOW
+    assert CFG.working_hours.start <= local.time()
+    assert (p.followup.end.astimezone(NY)).time() <= CFG.working_hours.end
+
+
+def test_due_counts_from_the_last_attempt_in_business_days() -> None:
+    at = datetime(2026, 11, 20, 9, 10, tzinfo=NY)  # Friday
+    ci = ContactInput(contact(1), at - timedelta(days=3), False,
+                      (AttemptRec(at, Channel.CALL, Outcome.NO_ANSWER),), (), None, 1)
+    (p,) = plan([ci], [], {}, datetime(2026, 11, 19, 12, tzinfo=UTC), CFG)
+    assert p.followup is not None
+    # Two business days after Friday is Tuesday.
+    assert p.followup.start.astimezone(NY).date() == date(2026, 11, 24)
+
+
+def test_reached_switches_to_then_cadence() -> None:
+    at = datetime(2026, 11, 20, 9, 10, tzinfo=NY)
+    ci = ContactInput(contact(1), at - timedelta(days=3), False,
+                      (AttemptRec(at, Channel.CALL, Outcome.REACHED),), (), None, 1)
+    (p,) = plan([ci], [], {}, NOW, CFG)
+    assert p.state is ContactState.REACHED
+    assert p.cadence == "keep_in_touch"
+    assert p.followup is not None
+    assert p.followup.channel is Channel.EMAIL
+    assert p.followup.start.astimezone(NY).date() == date(2026, 12, 18)
+    assert p.followup.action == "planned"  # beyond the 14-day horizon
+
+
+def test_silence_never_stops_a_pursuit() -> None:
+    tries = tuple(AttemptRec(NOW - timedelta(days=200 - 2 * i), Channel.CALL, Outcome.NO_ANSWER)
+                  for i in range(63))
+    ci = ContactInput(contact(1), NOW - timedelta(days=300), False, tries, (), None, 63)
+    (p,) = plan([ci], [], {}, NOW, CFG)
+    assert p.state is ContactState.ACTIVE
+    assert p.followup is not None
+
+
+def test_stop_and_removed_contacts_get_no_followup() -> None:
+    stop = CommandRec("stop", 1, NOW)
+    ci = ContactInput(contact(1), NOW, False, (), (stop,), None, 1)
+    (p,) = plan([ci], [], {}, NOW, CFG)
+    assert p.state is ContactState.STOPPED and p.followup is None
+    gone = ContactInput(contact(2), NOW, True, (), (), None, 0)
+    (p,) = plan([gone], [], {}, NOW, CFG)
+    assert p.state is ContactState.STOPPED and p.followup is None
+
+
+def test_live_followup_is_kept_when_nothing_changed() -> None:
+    (first,) = plan([fresh(1)], [], {}, NOW, CFG)
+    fu = first.followup
+    assert fu is not None
+    live = LiveRec(fu.id, fu.seq, fu.start, fu.end, fu.channel, fu.basis, "live", False, False)
+    ci = ContactInput(contact(1), NOW - timedelta(days=1), False, (), (), live, fu.seq)
+    (again,) = plan([ci], [], {}, NOW + timedelta(minutes=5), CFG)
+    assert again.followup is not None and again.followup.action == "keep"
+    # Its time passed with nothing logged and it was untouched: it rolls forward.
+    (later,) = plan([ci], [], {}, fu.end + timedelta(minutes=1), CFG)
+    assert later.followup is not None and later.followup.action == "move"
+    assert later.followup.id == fu.id and later.followup.start > fu.end
+
+
+def test_passed_followup_touched_by_the_user_lapses_and_a_new_one_is_made() -> None:
+    (first,) = plan([fresh(1)], [], {}, NOW, CFG)
+    fu = first.followup
+    assert fu is not None
+    live = LiveRec(fu.id, fu.seq, fu.start, fu.end, fu.channel, fu.basis, "live", True, False)
+    ci = ContactInput(contact(1), NOW - timedelta(days=1), False, (), (), live, fu.seq)
+    (p,) = plan([ci], [], {}, fu.end + timedelta(hours=1), CFG)
+    assert p.retire == fu.id
+    assert p.followup is not None and p.followup.action == "create"
+    assert p.followup.seq == fu.seq + 1
+
+
+def test_user_moved_followup_is_never_moved_back() -> None:
+    (first,) = plan([fresh(1)], [], {}, NOW, CFG)
+    fu = first.followup
+    assert fu is not None
+    moved = fu.start + timedelta(days=3)
+    live = LiveRec(fu.id, fu.seq, moved, moved + timedelta(minutes=15), fu.channel, "other",
+                   "live", True, True)
+    ci = ContactInput(contact(1), NOW - timedelta(days=1), False, (), (), live, fu.seq)
+    (p,) = plan([ci], [], {}, NOW, CFG)
+    assert p.followup is not None and p.followup.action == "keep"
+    assert p.followup.start == moved
+
+
+busy_st = st.lists(
+    st.tuples(st.integers(0, 14 * 24 * 4), st.integers(1, 16)), max_size=25)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 14), zones=st.lists(st.sampled_from(ZONES), min_size=14, max_size=14),
+       busy_spec=busy_st)
+def test_plans_respect_hours_slots_busy_and_daily_limit(
+        n: int, zones: list[str], busy_spec: list[tuple[int, int]]) -> None:
+    busy = [(NOW + timedelta(minutes=15 * a), NOW + timedelta(minutes=15 * (a + b)))
+            for a, b in busy_spec]
+    inputs = [fresh(i, zones[i]) for i in range(n)]
+    plans = plan(inputs, busy, {}, NOW, CFG)
+    assert plans == plan(inputs, busy, {}, NOW, CFG)  # deterministic
+    per_day: dict[date, int] = {}
+    placed: list[tuple[datetime, datetime]] = []
+    for p in plans:
+        fu = p.followup
+        assert fu is not None
+        local = fu.start.astimezone(NY)
+        assert local.weekday() < 5
+        assert CFG.working_hours.start <= local.time()
+        assert fu.end.astimezone(NY).time() <= CFG.working_hours.end
+        assert all(not (s < fu.end and fu.start < e) for s, e in busy + placed)
+        placed.append((fu.start, fu.end))
+        per_day[local.date()] = per_day.get(local.date(), 0) + 1
+        if fu.slot and not fu.slot_note:
+            slot = next(s for s in SLOTS if s.name == fu.slot)
+            their = fu.start.astimezone(ZoneInfo(p.timezone))
+            assert slot.start <= their.time() and (
+                fu.end.astimezone(ZoneInfo(p.timezone)).time() <= slot.end)
+    assert max(per_day.values()) <= CFG.daily_limit
