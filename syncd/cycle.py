@@ -22,7 +22,7 @@ import structlog
 
 from syncd import notes, render
 from syncd.errors import AlreadyExists, NotFound, PreconditionFailed, RemoteError
-from syncd.model import Channel, Contact, EventDraft, Outcome, RemoteEvent
+from syncd.model import Channel, Contact, ContactBatch, EventDraft, Outcome, RemoteEvent
 from syncd.planner import AttemptRec, CommandRec, ContactInput, LiveRec, Plan, Planned, plan
 from syncd.ports import Calendar, ContactSource
 from syncd.reconcile import apply_changes
@@ -135,12 +135,8 @@ class Cycle:
             for cid in gone:
                 res.contacts_changed += 1
                 tx.execute("UPDATE contacts SET removed=1 WHERE id=?", (cid,))
-            problems = json.dumps([[p.where, p.message] for p in batch.problems])
-            if not batch.contacts and not batch.full and not gone:
-                problems_arg: str | None = None  # unchanged source: keep last problems
-            else:
-                problems_arg = problems
-            _upsert_source(tx, src, batch.cursor, now, None, problems_arg)
+            _upsert_source(tx, src, batch.cursor, now, None,
+                           _merge_problems(tx, src.name, batch))
 
     # -- calendar -------------------------------------------------------------
 
@@ -396,6 +392,17 @@ def _cache_event(db: sqlite3.Connection, ev: RemoteEvent) -> None:
         "VALUES(?,?,?,?,?,?,?)",
         (ev.ref, ev.uid, ev.syncd_id, ev.etag, iso(ev.start), iso(ev.end), ev.summary),
     )
+
+
+def _merge_problems(db: sqlite3.Connection, source: str, batch: ContactBatch) -> str:
+    """A full read replaces the skipped-entry list; an incremental one only
+    adds what it saw (the entries it did not re-read are as bad as before)."""
+    new = [[p.where, p.message] for p in batch.problems]
+    if batch.full:
+        return json.dumps(new)
+    row = db.execute("SELECT problems FROM sources WHERE name=?", (source,)).fetchone()
+    old = [p for p in json.loads(row[0]) if p[0] not in {w for w, _m in new}] if row else []
+    return json.dumps(old + new)
 
 
 def _upsert_source(db: sqlite3.Connection, src: ContactSource, cursor: str | None,

@@ -131,6 +131,7 @@ class LineContext:
 @dataclass(frozen=True)
 class ParsedLine:
     index: int  # occurrence among identical lines: identity survives reordering
+    pos: int  # place among the non-blank user lines (for display only)
     text: str
     key: str
     entries: tuple[Entry, ...]
@@ -153,7 +154,8 @@ def parse_notes(lines: list[str], ctx: LineContext, scope: str) -> list[ParsedLi
         n = seen[text]
         seen[text] += 1
         digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-        out.append(ParsedLine(n, text, f"{scope}:{digest}:{n}", tuple(parse_line(text, ctx))))
+        key = f"{scope}:{digest}:{n}"
+        out.append(ParsedLine(n, len(out), text, key, tuple(parse_line(text, ctx))))
     return out
 
 

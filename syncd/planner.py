@@ -288,7 +288,10 @@ def _assess(ci: ContactInput, now: datetime, cfg: Config) -> _Need:
         return _Need(ContactState.STOPPED, "", Channel.CALL, tz, tz_source, None, False, None,
                      "", False, "no cadence")
     attempts = sorted(ci.attempts, key=lambda a: a.at)
-    cadence, phase_start, reached = _phase(cfg, base, attempts, ci.first_seen)
+    cadence, switched_at, reached = _phase(cfg, base, attempts)
+    # Attempts count from the start of the current cadence phase; the first
+    # phase takes the whole history (attempts may predate syncd knowing them).
+    phase_start = switched_at or datetime.min.replace(tzinfo=user_tz)
     state = ContactState.REACHED if reached else ContactState.ACTIVE
     channel = Channel(cadence.channel) if cadence else Channel.CALL
     name = cadence.name if cadence else base
@@ -317,8 +320,8 @@ def _assess(ci: ContactInput, now: datetime, cfg: Config) -> _Need:
     marks += [h for h in ci.handled if h >= phase_start]
     if marks:
         due = _due_day(add_duration(max(marks).astimezone(user_tz), cadence.every), cadence)
-    elif phase_start > ci.first_seen:
-        due = _due_day(add_duration(phase_start.astimezone(user_tz), cadence.every), cadence)
+    elif switched_at is not None:
+        due = _due_day(add_duration(switched_at.astimezone(user_tz), cadence.every), cadence)
     else:
         due = ci.first_seen
     exact = False
@@ -346,18 +349,19 @@ def _due_day(at: datetime, cadence: Cadence) -> datetime:
 
 
 def _phase(
-    cfg: Config, base: str, attempts: list[AttemptRec], first_seen: datetime
-) -> tuple[Cadence | None, datetime, bool]:
+    cfg: Config, base: str, attempts: list[AttemptRec]
+) -> tuple[Cadence | None, datetime | None, bool]:
     """Walk the cadence chain: `until` met → switch to `then` (or finish)."""
     cadence: Cadence | None = cfg.cadence(base)
-    start = first_seen
+    start: datetime | None = None
     reached = False
     seen = {base}
     while cadence is not None:
         goal = {"reached": REACH, "replied": frozenset({Outcome.REPLIED, Outcome.REACHED})}.get(
             cadence.until
         )
-        hit = next((a for a in attempts if a.at >= start and goal and a.outcome in goal), None)
+        hit = next((a for a in attempts
+                    if (start is None or a.at > start) and goal and a.outcome in goal), None)
         if hit is None:
             break
         reached = True

@@ -118,7 +118,7 @@ def _store_entries(db: sqlite3.Connection, fu: sqlite3.Row, parsed: list[notes.P
         if line.unparsed:
             keep.add(line.key)
             stats.unparsed += 1
-            _put(db, line.key, fu, "unparsed", None, None, None, None, line.text, False)
+            _put(db, line.key, fu, "unparsed", None, None, None, None, line, False)
             continue
         for n, e in enumerate(line.entries):
             key = f"{line.key}:{n}"
@@ -127,16 +127,16 @@ def _store_entries(db: sqlite3.Connection, fu: sqlite3.Row, parsed: list[notes.P
                 handled = True
                 stats.attempts_read += 1
                 ch = (e.channel or Channel(fu["channel"])).value
-                _put(db, key, fu, "attempt", iso(e.at), ch, e.outcome.value, None, line.text,
+                _put(db, key, fu, "attempt", iso(e.at), ch, e.outcome.value, None, line,
                      e.time_inferred)
             elif isinstance(e, notes.CommandEntry):
                 handled = True
                 until = iso(e.until) if e.until else None
-                _put(db, key, fu, "command", until, None, None, e.kind, line.text, False)
+                _put(db, key, fu, "command", until, None, None, e.kind, line, False)
             elif isinstance(e, notes.NewsEntry):
-                _put(db, key, fu, "news", None, None, None, e.text, line.text, False)
+                _put(db, key, fu, "news", None, None, None, e.text, line, False)
             else:
-                _put(db, key, fu, "interview", iso(e.at), None, None, None, line.text, False)
+                _put(db, key, fu, "interview", iso(e.at), None, None, None, line, False)
     old = [r[0] for r in db.execute(
         "SELECT key FROM entries WHERE followup_id=? AND origin='notes'", (fu["id"],))]
     for key in old:
@@ -146,15 +146,16 @@ def _store_entries(db: sqlite3.Connection, fu: sqlite3.Row, parsed: list[notes.P
 
 
 def _put(db: sqlite3.Connection, key: str, fu: sqlite3.Row, kind: str, at: str | None,
-         channel: str | None, outcome: str | None, value: str | None, note: str,
-         inferred: bool) -> None:
+         channel: str | None, outcome: str | None, value: str | None,
+         line: notes.ParsedLine, inferred: bool) -> None:
     db.execute(
         "INSERT INTO entries(key, contact_id, followup_id, kind, at, channel, outcome, value, "
-        "note, time_inferred, origin) VALUES(?,?,?,?,?,?,?,?,?,?, 'notes') "
+        "note, time_inferred, origin, pos) VALUES(?,?,?,?,?,?,?,?,?,?, 'notes', ?) "
         "ON CONFLICT(key) DO UPDATE SET at=excluded.at, channel=excluded.channel, "
         "outcome=excluded.outcome, value=excluded.value, note=excluded.note, "
-        "time_inferred=excluded.time_inferred",
-        (key, fu["contact_id"], fu["id"], kind, at, channel, outcome, value, note, int(inferred)),
+        "time_inferred=excluded.time_inferred, pos=excluded.pos",
+        (key, fu["contact_id"], fu["id"], kind, at, channel, outcome, value, line.text,
+         int(inferred), line.pos),
     )
 
 

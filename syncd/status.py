@@ -40,7 +40,8 @@ def collect(cfg: Config, now_fn: Callable[[], datetime] | None = None) -> dict[s
                 "'creating') ORDER BY seq DESC LIMIT 1", (cid,)).fetchone()
             last = max(ci.attempts, key=lambda a: a.at, default=None)
             unparsed = [r[0] for r in db.execute(
-                "SELECT note FROM entries WHERE contact_id=? AND kind='unparsed' ORDER BY key",
+                "SELECT e.note FROM entries e JOIN followups f ON f.id = e.followup_id "
+                "WHERE e.contact_id=? AND e.kind='unparsed' ORDER BY f.seq, e.pos",
                 (cid,))]
             contacts.append({
                 "id": cid,

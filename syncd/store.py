@@ -93,7 +93,8 @@ MIGRATIONS: list[str] = [
         value TEXT,
         note TEXT NOT NULL DEFAULT '',
         time_inferred INTEGER NOT NULL DEFAULT 0,
-        origin TEXT NOT NULL
+        origin TEXT NOT NULL,
+        pos INTEGER NOT NULL DEFAULT 0  -- the line's place in the notes
     );
     CREATE INDEX entries_contact ON entries(contact_id, kind);
     CREATE INDEX entries_followup ON entries(followup_id);
