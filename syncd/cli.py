@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 from syncd import __version__
 from syncd.errors import SyncdError, UserError
+from syncd.settings import CalendarConfig, SourceConfig
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -180,7 +181,7 @@ def cmd_agenda(args: argparse.Namespace) -> int:
 
         if cfg.calendar is None:
             raise UserError(f"{cfg.path}: no `calendar:` configured")
-        cal = make_calendar(cfg.calendar)
+        cal = make_calendar(cfg.calendar, cfg.state_dir)
         try:
             print(cal.url())
         finally:
@@ -213,20 +214,22 @@ def cmd_log(args: argparse.Namespace) -> int:
 
 
 def cmd_auth(args: argparse.Namespace) -> int:
+    from syncd.store import ensure_state_dir
+    from syncd.wiring import sign_in
+
     cfg = _load(args)
+    target: SourceConfig | CalendarConfig | None
     if args.name == "calendar":
-        kind = cfg.calendar.type if cfg.calendar else None
+        target = cfg.calendar
     else:
-        kind = next((s.type for s in cfg.contacts if s.name == args.name), None)
-        if kind is None:
-            names = ", ".join(["calendar", *(s.name for s in cfg.contacts)])
-            raise UserError(f"{cfg.path}: no contact source named {args.name!r}",
-                            hint=f"known names: {names}")
-    if kind in ("file", "carddav", "caldav"):
-        print(f"{args.name} ({kind}) needs no sign-in: it uses password_env, password_file "
-              "or password_command from the config")
-        return 0
-    raise SyncdError(f"sign-in for {kind} is not available in this version")
+        target = next((s for s in cfg.contacts if s.name == args.name), None)
+    if target is None:
+        names = ", ".join(["calendar", *(s.name for s in cfg.contacts)])
+        raise UserError(f"{cfg.path}: no contact source named {args.name!r}",
+                        hint=f"known names: {names}")
+    ensure_state_dir(cfg.state_dir)
+    print(sign_in(target.type, target, cfg.state_dir, args.no_browser))
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:

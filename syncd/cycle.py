@@ -79,11 +79,11 @@ class Cycle:
             self.finish_intents(res)
             self.write_plan(res)
         except RemoteError as e:
-            res.calendar_error = e.message
+            res.calendar_error = e.render_line()
             log.error("calendar failed", error=e.message, hint=e.hint)
             with self.store.tx() as db:
                 db.execute("INSERT OR REPLACE INTO kv(key, value) VALUES('calendar.error', ?)",
-                           (e.message,))
+                           (res.calendar_error,))
         else:
             with self.store.tx() as db:
                 db.execute("DELETE FROM kv WHERE key='calendar.error'")
@@ -107,7 +107,7 @@ class Cycle:
             res.failed_sources.append(src.name)
             log.error("source failed", source=src.name, error=e.message, hint=e.hint)
             with self.store.tx() as tx:
-                _upsert_source(tx, src, cursor, None, e.message, None)
+                _upsert_source(tx, src, cursor, None, e.render_line(), None)
             return
         for p in batch.problems:
             log.warning("skipped contact entry", source=src.name, where=p.where,

@@ -20,6 +20,10 @@ class SyncdError(Exception):
     def render(self) -> str:
         return f"{self.message}\n  hint: {self.hint}" if self.hint else self.message
 
+    def render_line(self) -> str:
+        """One line for `status`: the problem and what to do about it."""
+        return f"{self.message} (hint: {self.hint})" if self.hint else self.message
+
 
 class UserError(SyncdError):
     """Wrong input from the user (config, arguments): exit code 2."""

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
+from syncd import learning
+from syncd.learning import SLOTS, Call, Model, Slot
 from syncd.model import Channel, Contact, ContactState, Outcome
 from syncd.settings import Cadence, Config, Rule, Unit
 from syncd.timeutil import add_duration, ceil_to, working_window
@@ -23,29 +26,11 @@ DURATION = {Channel.CALL: 15, Channel.EMAIL: 15, Channel.MESSAGE: 10, Channel.ME
 SEARCH_DAYS = 400  # how far ahead a free time is searched before giving up
 
 
-@dataclass(frozen=True)
-class Slot:
-    name: str
-    start: time
-    end: time
-
-
-# SPEC, "Time-of-day learning": default slots in the contact's zone.
-SLOTS: tuple[Slot, ...] = (
-    Slot("early", time(7, 30), time(9, 0)),
-    Slot("morning", time(9, 0), time(11, 30)),
-    Slot("midday", time(11, 30), time(13, 30)),
-    Slot("afternoon", time(13, 30), time(16, 0)),
-    Slot("late", time(16, 0), time(18, 30)),
-)
 REACH = frozenset({Outcome.REACHED, Outcome.REPLIED})
 
 
-@dataclass(frozen=True)
-class AttemptRec:
-    at: datetime
-    channel: Channel
-    outcome: Outcome
+# One past attempt (the learning module reads calls out of these).
+AttemptRec = Call
 
 
 @dataclass(frozen=True)
@@ -158,13 +143,35 @@ def resolve_cadence(contact: Contact, rules: tuple[Rule, ...]) -> tuple[str, str
 
 
 def contact_zone(contact: Contact, rule_tz: str | None, user_tz: str) -> tuple[str, str]:
-    """The contact's zone and where it came from."""
+    """The contact's zone and where it came from: a custom-field override, the
+    contact, a rule, the phone number, else the user's zone."""
     override = dict(contact.overrides).get("syncd-timezone")
     for value, origin in ((override, "override"), (contact.timezone, "contact"),
                           (rule_tz, "rule")):
         if value and _valid_zone(value):
             return value, origin
+    for phone in contact.phones:
+        zone = zone_from_phone(phone)
+        if zone:
+            return zone, "phone"
     return user_tz, "user"
+
+
+@lru_cache(maxsize=4096)
+def zone_from_phone(phone: str) -> str | None:
+    """The zone of an international number when the numbering plan pins it to
+    one zone (libphonenumber's prefix → zone table: +1 212 → New York; a
+    nationwide mobile range of a multi-zone country gives several and is not
+    used). Numbers without a country code can't be placed."""
+    import phonenumbers
+    from phonenumbers import timezone as pn_tz
+
+    try:
+        num = phonenumbers.parse(phone, None)
+    except phonenumbers.NumberParseException:
+        return None
+    zones = {z for z in pn_tz.time_zones_for_number(num) if _valid_zone(z)}
+    return zones.pop() if len(zones) == 1 else None
 
 
 def _valid_zone(name: str) -> bool:
@@ -175,37 +182,50 @@ def _valid_zone(name: str) -> bool:
     return True
 
 
-def choose_slot(contact_id: str, attempts: tuple[AttemptRec, ...]) -> Slot:
-    """Rotate calls through the slots until one reaches the person, then stay
-    with the slot that has reached them most. (Issue 5 replaces this with a
-    learning policy.)"""
-    calls = [a for a in attempts if a.channel is Channel.CALL]
-    wins: dict[str, int] = {}
-    for a in calls:
-        if a.outcome in REACH:
-            s = slot_of(a.at)
-            if s:
-                wins[s.name] = wins.get(s.name, 0) + 1
-    if wins:
-        best = max(wins, key=lambda n: (wins[n], -_slot_index(n)))
-        return SLOTS[_slot_index(best)]
-    offset = int(hashlib.sha256(contact_id.encode()).hexdigest(), 16) % len(SLOTS)
-    return SLOTS[(offset + len(calls)) % len(SLOTS)]
-
-
-def _slot_index(name: str) -> int:
-    return [s.name for s in SLOTS].index(name)
-
-
 def slot_of(at: datetime) -> Slot | None:
+    """The slot a wall-clock time (already in the contact's zone) falls in."""
     t = at.timetz().replace(tzinfo=None)
-    for s in SLOTS:
-        if s.start <= t < s.end:
-            return s
-    return None
+    return next((s for s in SLOTS if s.start <= t < s.end), None)
+
+
+def pool_stats(inputs: list[ContactInput], cfg: Config) -> Model:
+    """The model fitted to everyone's call outcomes (each in their own zone)."""
+    people = []
+    for ci in inputs:
+        tz, _ = contact_zone(ci.contact, resolve_cadence(ci.contact, cfg.rules)[1], cfg.timezone)
+        people.append(learning.stats(ci.attempts, ZoneInfo(tz)))
+    return learning.fit(people)
 
 
 # --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    cfg: Config
+    user_tz: ZoneInfo
+    pool: Model
+    holidays: frozenset[date]
+
+    def is_workday(self, day: date) -> bool:
+        return day.weekday() in self.cfg.working_hours.days and day not in self.holidays
+
+
+@lru_cache(maxsize=32)
+def holiday_dates(country: str | None, first_year: int, last_year: int) -> frozenset[date]:
+    """Public holidays of `country` (ISO code, optionally `US-NY` for a
+    subdivision) from the `holidays` package."""
+    if not country:
+        return frozenset()
+    import holidays
+
+    code, _, subdiv = country.partition("-")
+    try:
+        table = holidays.country_holidays(code, subdiv=subdiv or None,
+                                          years=range(first_year, last_year + 1))
+    except NotImplementedError:
+        return frozenset()  # config validation names unknown countries
+    return frozenset(table)
 
 
 def plan(
@@ -214,18 +234,22 @@ def plan(
     day_counts: dict[date, int],
     now: datetime,
     cfg: Config,
+    pool: Model | None = None,
 ) -> list[Plan]:
     """Plan every contact. `busy` are the calendar's events other than our live
     follow-ups; `day_counts` counts our events that stay where they are (done
-    ones) per day in the user's zone."""
+    ones) per day in the user's zone; `pool` is everyone's call record per
+    slot (computed from `inputs` when not given)."""
     user_tz = ZoneInfo(cfg.timezone)
+    ctx = _Ctx(cfg, user_tz, pool if pool is not None else pool_stats(inputs, cfg),
+               holiday_dates(cfg.holidays, now.year - 3, now.year + 3))
     cal = Calendar(busy=list(busy), per_day=dict(day_counts))
     drafts: list[tuple[tuple[int, int, datetime, str], ContactInput, _Need, datetime]] = []
     plans: dict[str, Plan] = {}
 
     # First pass: decide state, cadence and due time; keep what stays.
     for ci in sorted(inputs, key=lambda c: c.contact.id):
-        need = _assess(ci, now, cfg)
+        need = _assess(ci, now, ctx)
         if need.followup_due is None:
             retire = ci.live.id if ci.live and ci.live.status != "planned" else None
             plans[ci.contact.id] = Plan(ci.contact.id, need.state, need.cadence, need.tz,
@@ -257,7 +281,7 @@ def plan(
     # then keep-in-touch; each takes the earliest free time for it.
     horizon_end = add_duration(now.astimezone(user_tz), cfg.horizon)
     for _prio, ci, need, due in sorted(drafts, key=lambda d: d[0]):
-        plans[ci.contact.id] = _place(ci, need, due, now, cfg, cal, user_tz, horizon_end)
+        plans[ci.contact.id] = _place(ci, need, due, now, ctx, cal, horizon_end)
     return [plans[c.contact.id] for c in sorted(inputs, key=lambda c: c.contact.id)]
 
 
@@ -276,8 +300,8 @@ class _Need:
     note: str = ""
 
 
-def _assess(ci: ContactInput, now: datetime, cfg: Config) -> _Need:
-    user_tz = ZoneInfo(cfg.timezone)
+def _assess(ci: ContactInput, now: datetime, ctx: _Ctx) -> _Need:
+    cfg, user_tz = ctx.cfg, ctx.user_tz
     c = ci.contact
     base, rule_tz = resolve_cadence(c, cfg.rules)
     tz, tz_source = contact_zone(c, rule_tz, cfg.timezone)
@@ -319,9 +343,11 @@ def _assess(ci: ContactInput, now: datetime, cfg: Config) -> _Need:
     marks = [a.at for a in attempts if a.at >= phase_start]
     marks += [h for h in ci.handled if h >= phase_start]
     if marks:
-        due = _due_day(add_duration(max(marks).astimezone(user_tz), cadence.every), cadence)
+        due = _due_day(add_duration(max(marks).astimezone(user_tz), cadence.every,
+                                    ctx.is_workday), cadence)
     elif switched_at is not None:
-        due = _due_day(add_duration(switched_at.astimezone(user_tz), cadence.every), cadence)
+        due = _due_day(add_duration(switched_at.astimezone(user_tz), cadence.every,
+                                    ctx.is_workday), cadence)
     else:
         due = ci.first_seen
     exact = False
@@ -334,10 +360,35 @@ def _assess(ci: ContactInput, now: datetime, cfg: Config) -> _Need:
             due, exact = k.until, False
             if k.until > now:
                 state = ContactState.PAUSED
-    slot = choose_slot(c.id, tuple(attempts)) if channel is Channel.CALL else None
+    slot: Slot | None = None
+    note = ""
+    if channel is Channel.CALL:
+        zone = ZoneInfo(tz)
+        allowed = _allowed_slots(due.astimezone(user_tz).date(), ctx, zone)
+        if allowed:
+            own = learning.stats(attempts, zone)
+            calls = sum(1 for a in attempts if a.channel is Channel.CALL)
+            slot = SLOTS[learning.choose(c.id, own, ctx.pool, calls + 1, allowed)]
+        else:
+            note = (f"no calling slot in {tz} meets your working hours; "
+                    "using the nearest working time")
     basis = _basis(name, phase_start, marks, ci.commands, slot, due)
     return _Need(state, name, channel, tz, tz_source, due, exact, slot, basis,
-                 cadence.until == "reached")
+                 cadence.until == "reached", note)
+
+
+def _allowed_slots(near: date, ctx: _Ctx, zone: ZoneInfo) -> tuple[int, ...]:
+    """Slots (in the contact's zone) that overlap the user's working hours on
+    the first working day from `near` on."""
+    day = near
+    for _ in range(14):
+        if ctx.is_workday(day):
+            break
+        day += timedelta(days=1)
+    win = working_window(day, ctx.cfg.working_hours, ctx.user_tz)
+    if win is None:
+        return ()
+    return tuple(i for i, s in enumerate(SLOTS) if _slot_windows(day, win, s, zone))
 
 
 def _due_day(at: datetime, cadence: Cadence) -> datetime:
@@ -384,8 +435,9 @@ def _basis(name: str, phase: datetime, marks: list[datetime], commands: tuple[Co
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
-def _place(ci: ContactInput, need: _Need, due: datetime, now: datetime, cfg: Config,
-           cal: Calendar, user_tz: ZoneInfo, horizon_end: datetime) -> Plan:
+def _place(ci: ContactInput, need: _Need, due: datetime, now: datetime, ctx: _Ctx,
+           cal: Calendar, horizon_end: datetime) -> Plan:
+    user_tz = ctx.user_tz
     minutes = DURATION[need.channel]
     live = ci.live
     reuse = live is not None and live.status in ("live", "creating", "planned") and not (
@@ -396,7 +448,7 @@ def _place(ci: ContactInput, need: _Need, due: datetime, now: datetime, cfg: Con
     earliest = max(due, now)
     start, slot_note = (
         (earliest, "") if need.exact and due >= now
-        else find_time(earliest, minutes, need.slot, ZoneInfo(need.tz), cfg, cal, user_tz)
+        else find_time(earliest, minutes, need.slot, ZoneInfo(need.tz), ctx, cal)
     )
     end = start + timedelta(minutes=minutes)
     cal.take(start, end, start.astimezone(user_tz).date())
@@ -415,16 +467,17 @@ def _place(ci: ContactInput, need: _Need, due: datetime, now: datetime, cfg: Con
 
 
 def find_time(earliest: datetime, minutes: int, slot: Slot | None, contact_tz: ZoneInfo,
-              cfg: Config, cal: Calendar, user_tz: ZoneInfo) -> tuple[datetime, str]:
+              ctx: _Ctx, cal: Calendar) -> tuple[datetime, str]:
     """The earliest start ≥ `earliest` inside working hours (user zone), inside
     the slot (contact zone) when one is given, free of busy intervals, on a day
     below `daily_limit`. Returns the start and a note when the slot had to be
     dropped because it never meets working hours."""
+    cfg, user_tz = ctx.cfg, ctx.user_tz
     length = timedelta(minutes=minutes)
     start_local = ceil_to(earliest.astimezone(user_tz), 15)
     day = start_local.date()
     for _ in range(SEARCH_DAYS):
-        win = working_window(day, cfg.working_hours, user_tz)
+        win = working_window(day, cfg.working_hours, user_tz) if ctx.is_workday(day) else None
         if win is not None and cal.per_day.get(day, 0) < cfg.daily_limit:
             windows = [win]
             note = ""

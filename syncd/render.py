@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from syncd.learning import SLOTS
 from syncd.model import Channel, Contact
-from syncd.planner import SLOTS, AttemptRec, Planned
+from syncd.planner import AttemptRec, Planned
 from syncd.settings import CallerId
 
 _VERB = {Channel.CALL: "Call", Channel.EMAIL: "E-mail", Channel.MESSAGE: "Message",

@@ -13,10 +13,11 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from syncd import learning
 from syncd.cycle import load_inputs
 from syncd.errors import UserError
 from syncd.model import Channel, Outcome
-from syncd.planner import REACH, SLOTS, plan, slot_of
+from syncd.planner import AttemptRec, plan, pool_stats
 from syncd.settings import Config
 from syncd.store import Store
 from syncd.timeutil import iso, parse_iso
@@ -30,7 +31,8 @@ def collect(cfg: Config, now_fn: Callable[[], datetime] | None = None) -> dict[s
     try:
         db = store.db
         inputs, busy, counts = load_inputs(db, cfg)
-        plans = {p.contact_id: p for p in plan(inputs, busy, counts, now, cfg)}
+        pool = pool_stats(inputs, cfg)
+        plans = {p.contact_id: p for p in plan(inputs, busy, counts, now, cfg, pool)}
         contacts = []
         for ci in inputs:
             cid = ci.contact.id
@@ -61,7 +63,8 @@ def collect(cfg: Config, now_fn: Callable[[], datetime] | None = None) -> dict[s
                     "event_uid": fu["uid"] if fu["status"] != "planned" else None,
                 },
                 "overdue": bool(fu is not None and parse_iso(fu["end"]) < now),
-                "best_slot": best_slot(ci.attempts, p.timezone),
+                "best_slot": best_slot(ci.attempts, p.timezone, pool),
+                "slot_note": p.followup.slot_note if p.followup else "",
                 "removed": ci.removed,
                 "unparsed": unparsed,
                 "note": p.note,
@@ -84,24 +87,16 @@ def collect(cfg: Config, now_fn: Callable[[], datetime] | None = None) -> dict[s
         store.close()
 
 
-def best_slot(attempts: Any, tz: str) -> dict[str, Any] | None:
-    """The slot (in the contact's zone) with the best reach record so far."""
-    stats: dict[str, list[int]] = {}
-    for a in attempts:
-        if a.channel is not Channel.CALL:
-            continue
-        s = slot_of(a.at.astimezone(ZoneInfo(tz)))
-        if s is None:
-            continue
-        won = stats.setdefault(s.name, [0, 0])
-        won[1] += 1
-        won[0] += a.outcome in REACH
-    if not stats:
+def best_slot(attempts: tuple[AttemptRec, ...], tz: str,
+              pool: learning.Model) -> dict[str, Any] | None:
+    """The slot (in the contact's zone) with the best posterior reach rate,
+    with the evidence behind it."""
+    ev = learning.best(learning.stats(attempts, ZoneInfo(tz)), pool)
+    if ev is None:
         return None
-    name = max(stats, key=lambda n: ((stats[n][0] + 1) / (stats[n][1] + 2), stats[n][1]))
-    slot = next(s for s in SLOTS if s.name == name)
-    return {"slot": name, "from": f"{slot.start:%H:%M}", "to": f"{slot.end:%H:%M}",
-            "attempts": stats[name][1], "reached": stats[name][0]}
+    return {"slot": ev.slot.name, "from": f"{ev.slot.start:%H:%M}", "to": f"{ev.slot.end:%H:%M}",
+            "attempts": ev.calls, "reached": ev.reached, "reach_rate": round(ev.rate, 3),
+            "probability": round(ev.probability, 3)}
 
 
 def render_text(data: dict[str, Any]) -> str:
