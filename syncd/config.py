@@ -750,7 +750,7 @@ def _config(r: _Reader, root: Node | None) -> Config:
         calendar=_calendar(r, m),
         cadences=cadences,
         rules=_rules(r, m, _names(c.name for c in cadences), _names(s.name for s in sources)),
-        interviews=_interviews(r, m),
+        interviews=_interviews(r, m, _names(c.name for c in cadences)),
         caller_id=_caller_id(r, m),
         news=_news(r, m),
     )
@@ -1017,16 +1017,21 @@ def _rule_match(r: _Reader, m: _Map, sources: list[str]) -> RuleMatch:
     return RuleMatch(label=r.text(mm, "label"), source=name, company=r.text(mm, "company"))
 
 
-def _interviews(r: _Reader, m: _Map) -> Interviews:
+def _interviews(r: _Reader, m: _Map, cadences: list[str]) -> Interviews:
     default = Interviews()
-    im = _section(r, m, "interviews", ("match", "thank_you_within"))
+    im = _section(r, m, "interviews", ("match", "thank_you_within", "then", "me"))
     if im is None:
         return default
     mm = _section(r, im, "match", ("title_contains",))
     title = r.text(mm, "title_contains") if mm is not None else None
+    then = r.text(im, "then")
+    if then is not None and then not in cadences:
+        r.problem(im.value("then"), im.at("then"), _unknown("cadence", then, cadences))
     return Interviews(
         title_contains=_or(title, default.title_contains),
         thank_you_within=_or(r.duration(im, "thank_you_within"), default.thank_you_within),
+        then=_or(then, default.then),
+        me=tuple(x.lower() for x in r.names(im, "me")),
     )
 
 

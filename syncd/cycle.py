@@ -22,10 +22,11 @@ import structlog
 
 from syncd import notes, render
 from syncd.errors import AlreadyExists, NotFound, PreconditionFailed, RemoteError
-from syncd.model import Channel, Contact, ContactBatch, EventDraft, Outcome, RemoteEvent
+from syncd.interviews import detect_interviews
+from syncd.model import Channel, Contact, ContactBatch, EventDraft, Outcome
 from syncd.planner import AttemptRec, CommandRec, ContactInput, LiveRec, Plan, Planned, plan
 from syncd.ports import Calendar, ContactSource
-from syncd.reconcile import apply_changes
+from syncd.reconcile import apply_changes, upsert_event
 from syncd.settings import Config
 from syncd.store import Store
 from syncd.timeutil import add_duration, iso, parse_iso
@@ -146,6 +147,7 @@ class Cycle:
         with self.store.tx() as db:
             stats = apply_changes(db, changes, self.cfg)
             self.store.kv_set(CAL_CURSOR, changes.cursor)
+            detect_interviews(db, self.cfg, self.now())
         res.attempts_read += stats.attempts_read
         self._hook("read-calendar")
 
@@ -170,7 +172,7 @@ class Cycle:
         with self.store.tx() as db:
             db.execute("UPDATE followups SET status='live', ref=?, etag=?, description=? "
                        "WHERE id=? AND status='creating'", (ev.ref, ev.etag, ev.description, fid))
-            _cache_event(db, ev)
+            upsert_event(db, ev)
         self._hook("commit-create")
 
     # -- planning and writing -------------------------------------------------
@@ -201,11 +203,14 @@ class Cycle:
             elif fu.action == "move":
                 self._move(p, fu, contact, now, res)
 
-    def _render(self, p: Plan, fu: Planned, contact: Contact, now: datetime) -> tuple[str, str]:
+    def _render(self, p: Plan, fu: Planned, contact: Contact,
+                now: datetime) -> tuple[str, str, str | None]:
+        """Summary, syncd's block, and the news item the block suggests."""
         attempts = _attempt_recs(self.store.db, p.contact_id)
-        news = _news_for(self.store.db, self.cfg, p.contact_id, fu.channel)
+        news = (None if fu.kind == "thank_you"
+                else _news_for(self.store.db, self.cfg, p.contact_id, fu.channel))
         r = render.RenderInput(contact, fu, attempts, p.timezone, news)
-        return render.summary(r), render.block(r, now, self.cfg.caller_id)
+        return render.summary(r), render.block(r, now, self.cfg.caller_id), news
 
     def _record_planned(self, p: Plan, fu: Planned, contact: Contact) -> None:
         db = self.store.db
@@ -214,14 +219,14 @@ class Cycle:
             return
         summary = render.summary(render.RenderInput(contact, fu, (), p.timezone))
         with self.store.tx() as tx:
-            _upsert_followup(tx, p, fu, summary, "", "", "planned")
+            _upsert_followup(tx, p, fu, summary, "", "", "planned", None)
 
     def _create_new(self, p: Plan, fu: Planned, contact: Contact, now: datetime,
                     res: CycleResult) -> None:
-        summary, block = self._render(p, fu, contact, now)
+        summary, block, news = self._render(p, fu, contact, now)
         description = notes.compose(block)
         with self.store.tx() as tx:
-            _upsert_followup(tx, p, fu, summary, block, description, "creating")
+            _upsert_followup(tx, p, fu, summary, block, description, "creating", news)
         self._hook("commit-intent")
         row = self.store.db.execute("SELECT * FROM followups WHERE id=?", (fu.id,)).fetchone()
         self._create(fu.id, _draft_from_row(row, self.user_tz), res)
@@ -231,7 +236,7 @@ class Cycle:
         row = self.store.db.execute("SELECT * FROM followups WHERE id=?", (fu.id,)).fetchone()
         if row is None or row["ref"] is None:
             return
-        summary, block = self._render(p, fu, contact, now)
+        summary, block, _news = self._render(p, fu, contact, now)
         user = notes.split(row["description"], row["block"])
         draft = EventDraft(fu.id, row["uid"], summary, fu.start.astimezone(self.user_tz),
                            fu.end.astimezone(self.user_tz), notes.compose(block, user))
@@ -256,7 +261,7 @@ class Cycle:
                 (iso(fu.start), iso(fu.end), summary, block, ev.description, ev.etag,
                  fu.basis, fu.id),
             )
-            _cache_event(tx, ev)
+            upsert_event(tx, ev)
         self._hook("commit-update")
 
     def _retire(self, fid: str, now: datetime, res: CycleResult) -> None:
@@ -303,6 +308,13 @@ def load_inputs(db: sqlite3.Connection, cfg: Config) -> tuple[
         commands.setdefault(r["contact_id"], []).append(CommandRec(
             r["value"], r["seq"], parse_iso(r["start"]),
             parse_iso(r["at"]) if r["at"] else None))
+    interviews: dict[str, list[tuple[datetime, str]]] = {}
+    for r in db.execute("SELECT contact_id, at, origin FROM entries WHERE kind='interview'"):
+        at = parse_iso(r["at"]).astimezone(user_tz)
+        # A calendar interview's entry is its end; a note line gives its start
+        # (`interview 2026-12-02 10:00`): thank them from an hour later.
+        end = at if r["origin"] == "calendar" else at + timedelta(hours=1)
+        interviews.setdefault(r["contact_id"], []).append((end, f"interview {at:%b} {at.day}"))
     inputs = []
     live_refs: set[str] = set()
     for r in db.execute("SELECT * FROM contacts ORDER BY id"):
@@ -323,6 +335,7 @@ def load_inputs(db: sqlite3.Connection, cfg: Config) -> tuple[
             live=_live_rec(live) if live is not None else None,
             last_seq=max((f["seq"] for f in rows), default=0),
             handled=handled,
+            interviews=tuple(interviews.get(cid, [])),
         ))
     busy: list[tuple[datetime, datetime]] = []
     counts: dict[date, int] = {}
@@ -352,11 +365,15 @@ def _attempt_recs(db: sqlite3.Connection, contact_id: str) -> tuple[AttemptRec, 
 
 def _news_for(db: sqlite3.Connection, cfg: Config, contact_id: str,
               channel: Channel) -> str | None:
-    """The newest configured news item this contact has not been told."""
+    """The newest configured news item this contact has not been told: told
+    means a `news: …` line in their notes, or a follow-up that suggested it
+    and was then done (an attempt logged on it)."""
     if channel is Channel.CALL or not cfg.news:
         return None
     told = {str(r[0]).strip().lower() for r in db.execute(
-        "SELECT value FROM entries WHERE contact_id=? AND kind='news'", (contact_id,))}
+        "SELECT value FROM entries WHERE contact_id=? AND kind='news' UNION "
+        "SELECT news FROM followups WHERE contact_id=? AND status='done' AND news IS NOT NULL",
+        (contact_id, contact_id))}
     for item in sorted(cfg.news, key=lambda n: n.date, reverse=True):
         if item.text.strip().lower() not in told:
             return item.text
@@ -364,18 +381,19 @@ def _news_for(db: sqlite3.Connection, cfg: Config, contact_id: str,
 
 
 def _upsert_followup(db: sqlite3.Connection, p: Plan, fu: Planned, summary: str, block: str,
-                     description: str, status: str) -> None:
+                     description: str, status: str, news: str | None) -> None:
     uid = f"{fu.id}@syncd"
     db.execute(
         "INSERT INTO followups(id, contact_id, seq, uid, channel, cadence, start, end, summary, "
-        "basis, status, block, description, created_at) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+        "basis, status, block, description, created_at, kind, news) "
+        "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
         "ON CONFLICT(id) DO UPDATE SET channel=excluded.channel, cadence=excluded.cadence, "
         "start=excluded.start, end=excluded.end, summary=excluded.summary, "
         "basis=excluded.basis, status=excluded.status, block=excluded.block, "
-        "description=excluded.description",
+        "description=excluded.description, kind=excluded.kind, news=excluded.news",
         (fu.id, p.contact_id, fu.seq, uid, fu.channel.value, fu.cadence, iso(fu.start),
          iso(fu.end), summary, fu.basis, status, block, description,
-         iso(datetime.now(ZoneInfo("UTC")))),
+         iso(datetime.now(ZoneInfo("UTC"))), fu.kind, news),
     )
 
 
@@ -384,14 +402,6 @@ def _draft_from_row(fu: sqlite3.Row, tz: ZoneInfo) -> EventDraft:
     was stored with."""
     return EventDraft(fu["id"], fu["uid"], fu["summary"], parse_iso(fu["start"]).astimezone(tz),
                       parse_iso(fu["end"]).astimezone(tz), fu["description"])
-
-
-def _cache_event(db: sqlite3.Connection, ev: RemoteEvent) -> None:
-    db.execute(
-        "INSERT OR REPLACE INTO events(ref, uid, syncd_id, etag, start, end, summary) "
-        "VALUES(?,?,?,?,?,?,?)",
-        (ev.ref, ev.uid, ev.syncd_id, ev.etag, iso(ev.start), iso(ev.end), ev.summary),
-    )
 
 
 def _merge_problems(db: sqlite3.Connection, source: str, batch: ContactBatch) -> str:

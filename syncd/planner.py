@@ -68,6 +68,8 @@ class ContactInput:
     # Follow-ups that ended without an attempt but count as handled
     # (skip, deleted by the user): the cadence restarts from their time.
     handled: tuple[datetime, ...] = ()
+    # Interviews with this person: (when it ended, what it was called).
+    interviews: tuple[tuple[datetime, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,8 @@ class Planned:
     # event's time; planned: beyond the horizon, nothing written yet.
     action: str
     overdue: bool
+    kind: str = "followup"  # or "thank_you" (after an interview)
+    label: str = ""  # for a thank-you: the interview, e.g. "interview Dec 2"
 
 
 @dataclass(frozen=True)
@@ -298,6 +302,8 @@ class _Need:
     basis: str
     until_reached: bool
     note: str = ""
+    kind: str = "followup"
+    label: str = ""
 
 
 def _assess(ci: ContactInput, now: datetime, ctx: _Ctx) -> _Need:
@@ -339,6 +345,19 @@ def _assess(ci: ContactInput, now: datetime, ctx: _Ctx) -> _Need:
         st = ContactState.REACHED if (reached and cadence is None) else ContactState.STOPPED
         return _Need(st, name, channel, tz, tz_source, None, False, None, "", False, stopped_note)
 
+    thanks = _thank_you(ci, attempts, cfg, tz, tz_source, state)
+    if thanks is not None:
+        return thanks
+    if ci.interviews and cfg.interviews.then in {k.name for k in cfg.cadences}:
+        # Thanked after the interview: from then on the interview cadence.
+        ended = max(ci.interviews)[0]
+        sent = min(a.at for a in attempts
+                   if a.at >= ended and a.channel is Channel.EMAIL and a.outcome in THANKED)
+        if switched_at is None or sent > switched_at:
+            cadence, switched_at = cfg.cadence(cfg.interviews.then), sent
+            phase_start, name = sent, cadence.name
+            channel = Channel(cadence.channel)
+
     # Due: from the last logged attempt (or handled follow-up) in this phase.
     marks = [a.at for a in attempts if a.at >= phase_start]
     marks += [h for h in ci.handled if h >= phase_start]
@@ -375,6 +394,24 @@ def _assess(ci: ContactInput, now: datetime, ctx: _Ctx) -> _Need:
     basis = _basis(name, phase_start, marks, ci.commands, slot, due)
     return _Need(state, name, channel, tz, tz_source, due, exact, slot, basis,
                  cadence.until == "reached", note)
+
+
+THANKED = frozenset({Outcome.SENT, Outcome.REPLIED, Outcome.REACHED})
+
+
+def _thank_you(ci: ContactInput, attempts: list[AttemptRec], cfg: Config, tz: str,
+               tz_source: str, state: ContactState) -> _Need | None:
+    """A thank-you e-mail is due after the latest interview until an e-mail is
+    logged as sent after it (the article: thank everyone you met)."""
+    if not ci.interviews:
+        return None
+    ended, label = max(ci.interviews)
+    if any(a.at >= ended and a.channel is Channel.EMAIL and a.outcome in THANKED
+           for a in attempts):
+        return None
+    basis = hashlib.sha256(f"thank_you|{ended.isoformat()}|{label}".encode()).hexdigest()[:16]
+    return _Need(state, "thank_you", Channel.EMAIL, tz, tz_source, ended, False, None, basis,
+                 True, "", "thank_you", label)
 
 
 def _allowed_slots(near: date, ctx: _Ctx, zone: ZoneInfo) -> tuple[int, ...]:
@@ -461,7 +498,8 @@ def _place(ci: ContactInput, need: _Need, due: datetime, now: datetime, ctx: _Ct
     return Plan(
         ci.contact.id, need.state, need.cadence, need.tz, need.tz_source,
         Planned(fid, seq, start, end, need.channel, need.cadence, need.basis,
-                need.slot.name if need.slot else None, slot_note, action, due < now),
+                need.slot.name if need.slot else None, slot_note, action, due < now,
+                need.kind, need.label),
         retire=retire, note=need.note,
     )
 

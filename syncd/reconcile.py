@@ -6,6 +6,7 @@ Runs inside the caller's transaction, together with the calendar cursor.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
@@ -31,7 +32,7 @@ def apply_changes(db: sqlite3.Connection, changes: EventChanges, cfg: Config) ->
     for ev in changes.events:
         listed.add(ev.ref)
         stats.events_seen += 1
-        _upsert_event(db, ev)
+        upsert_event(db, ev)
         _reconcile_event(db, ev, cfg, stats)
     gone = set(changes.deleted)
     if changes.full:
@@ -43,13 +44,14 @@ def apply_changes(db: sqlite3.Connection, changes: EventChanges, cfg: Config) ->
     return stats
 
 
-def _upsert_event(db: sqlite3.Connection, ev: RemoteEvent) -> None:
+def upsert_event(db: sqlite3.Connection, ev: RemoteEvent) -> None:
     db.execute(
-        "INSERT INTO events(ref, uid, syncd_id, etag, start, end, summary) "
-        "VALUES(?,?,?,?,?,?,?) ON CONFLICT(ref) DO UPDATE SET uid=excluded.uid, "
+        "INSERT INTO events(ref, uid, syncd_id, etag, start, end, summary, attendees) "
+        "VALUES(?,?,?,?,?,?,?,?) ON CONFLICT(ref) DO UPDATE SET uid=excluded.uid, "
         "syncd_id=excluded.syncd_id, etag=excluded.etag, start=excluded.start, "
-        "end=excluded.end, summary=excluded.summary",
-        (ev.ref, ev.uid, ev.syncd_id, ev.etag, iso(ev.start), iso(ev.end), ev.summary),
+        "end=excluded.end, summary=excluded.summary, attendees=excluded.attendees",
+        (ev.ref, ev.uid, ev.syncd_id, ev.etag, iso(ev.start), iso(ev.end), ev.summary,
+         json.dumps(list(ev.attendees))),
     )
 
 

@@ -35,6 +35,8 @@ def summary(r: RenderInput) -> str:
     name = one_line(r.contact.name)
     company = one_line(r.contact.company)
     ch = r.followup.channel
+    if r.followup.kind == "thank_you":
+        return f"Thank-you e-mail: {name} ({one_line(r.followup.label)})"
     if ch is Channel.CALL:
         n = sum(1 for a in r.attempts if a.channel is Channel.CALL) + 1
         who = f"{name} ({company})" if company else name

@@ -142,6 +142,10 @@ class Rule:
 class Interviews:
     title_contains: str = "Interview"
     thank_you_within: Duration = Duration(1, Unit.DAYS)
+    # The cadence people you interviewed with move to after the thank-you.
+    then: str = "keep_in_touch"
+    # Your own addresses: never thanked (lower case).
+    me: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -99,6 +99,13 @@ MIGRATIONS: list[str] = [
     CREATE INDEX entries_contact ON entries(contact_id, kind);
     CREATE INDEX entries_followup ON entries(followup_id);
     """,
+    # 2: interviews (attendees of calendar events) and thank-you follow-ups;
+    # the news item a follow-up suggested.
+    """
+    ALTER TABLE events ADD COLUMN attendees TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE followups ADD COLUMN kind TEXT NOT NULL DEFAULT 'followup';
+    ALTER TABLE followups ADD COLUMN news TEXT;
+    """,
 ]
 
 
