@@ -18,7 +18,7 @@ from syncd.planner import (
     LiveRec,
     plan,
 )
-from syncd.settings import Cadence, Config, Duration, Rule, RuleMatch, Unit, WorkingHours
+from syncd.settings import Cadence, Config, Duration, Rule, RuleMatch, Unit
 
 NY = ZoneInfo("America/New_York")
 UTC = ZoneInfo("UTC")
@@ -171,3 +171,65 @@ def test_plans_respect_hours_slots_busy_and_daily_limit(
             assert slot.start <= their.time() and (
                 fu.end.astimezone(ZoneInfo(p.timezone)).time() <= slot.end)
     assert max(per_day.values()) <= CFG.daily_limit
+
+
+def test_holidays_are_not_working_days() -> None:
+    from dataclasses import replace
+
+    cfg = replace(CFG, holidays="US")
+    # Wed Nov 25, 2026 at 17:00 New York: the day is nearly over; Thursday is
+    # Thanksgiving, so the next call is on Friday.
+    late = datetime(2026, 11, 25, 23, 0, tzinfo=UTC)
+    (p,) = plan([fresh(1)], [], {}, late, cfg)
+    assert p.followup is not None
+    assert p.followup.start.astimezone(NY).date() == date(2026, 11, 27)
+    # Two business days after Wednesday skip Thanksgiving: Monday, not Friday.
+    at = datetime(2026, 11, 25, 9, 10, tzinfo=NY)
+    ci = ContactInput(contact(1), at, False,
+                      (AttemptRec(at, Channel.CALL, Outcome.NO_ANSWER),), (), None, 1)
+    (p,) = plan([ci], [], {}, at, cfg)
+    assert p.followup is not None
+    assert p.followup.start.astimezone(NY).date() == date(2026, 11, 30)
+
+
+def test_zone_from_the_phone_number_and_where_it_came_from() -> None:
+    c = Contact(source="t", uid="x", name="X", phones=("+44 20 7946 0103",))
+    ci = ContactInput(c, NOW, False, (), (), None, 0)
+    (p,) = plan([ci], [], {}, NOW, CFG)
+    assert (p.timezone, p.timezone_source) == ("Europe/London", "phone")
+    c = Contact(source="t", uid="y", name="Y", phones=("+44 20 7946 0103",),
+                timezone="Asia/Tokyo")
+    (p,) = plan([ContactInput(c, NOW, False, (), (), None, 0)], [], {}, NOW, CFG)
+    assert (p.timezone, p.timezone_source) == ("Asia/Tokyo", "contact")
+
+
+def test_slot_outside_working_hours_is_noted() -> None:
+    # India's calling day is New York's night: no slot meets 08:00-18:30.
+    (p,) = plan([fresh(1, "Asia/Kolkata")], [], {}, NOW, CFG)
+    assert p.followup is not None
+    assert "no calling slot in Asia/Kolkata meets your working hours" in p.note
+    local = p.followup.start.astimezone(NY)
+    assert CFG.working_hours.start <= local.time() <= CFG.working_hours.end
+
+
+def test_overflow_moves_to_later_days_by_priority() -> None:
+    # 5 new pursuits and 2 keep-in-touch contacts, daily_limit 3: the
+    # pursuits (until: reached) take the first slots.
+    kit = Cadence("keep_in_touch", "email", Duration(4, Unit.WEEKS))
+    cfg = replace_cfg(rules=(Rule(RuleMatch(label="kit"), "keep_in_touch"),
+                             Rule(RuleMatch(), "pursue")), cadences=(CFG.cadences[0], kit))
+    inputs = [fresh(i) for i in range(5)] + [
+        ContactInput(Contact(source="t", uid=f"k{i}", name=f"K{i}", labels=("kit",)),
+                     NOW - timedelta(days=1), False, (), (), None, 0) for i in range(2)]
+    plans = plan(inputs, [], {}, NOW, cfg)
+    first_day = min(p.followup.start.astimezone(NY).date() for p in plans if p.followup)
+    on_first = [p for p in plans if p.followup and
+                p.followup.start.astimezone(NY).date() == first_day]
+    assert len(on_first) == 3
+    assert all(p.cadence == "pursue" for p in on_first)
+
+
+def replace_cfg(**kw: object) -> Config:
+    from dataclasses import replace
+
+    return replace(CFG, **kw)  # type: ignore[arg-type]
