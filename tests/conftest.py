@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_env import Env, make_env
 from tests.servers import DavServer, start_radicale, start_xandikos
 
 
@@ -32,7 +33,14 @@ def dav_server(request: pytest.FixtureRequest) -> DavServer:
 
 
 @pytest.fixture
+def env(tmp_path: Path, dav_server: DavServer) -> Env:
+    """The CLI on a fresh config and calendar, against each real server."""
+    return make_env(tmp_path, dav_server)
+
+
+@pytest.fixture
 def tmp_state(tmp_path: Path) -> Path:
     d = tmp_path / "state"
     d.mkdir()
     return d
+from tests.conftest_microsoft import ms, ms_ca  # noqa: E402,F401  (Microsoft emulators)

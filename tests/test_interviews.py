@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import requests
 
-from tests.test_e2e_cli import Env, env, user_edit  # noqa: F401 - `env` is a fixture
+from tests.cli_env import Env, user_edit
 
 INTERVIEW = """\
 BEGIN:VCALENDAR
