@@ -23,9 +23,18 @@ import structlog
 from syncd import notes, render
 from syncd.errors import AlreadyExists, NotFound, PreconditionFailed, RemoteError
 from syncd.interviews import detect_interviews
-from syncd.model import Channel, Contact, ContactBatch, EventDraft, Outcome
+from syncd.model import (
+    Channel,
+    Contact,
+    ContactBatch,
+    EventChanges,
+    EventDraft,
+    Outcome,
+    RemoteEvent,
+)
 from syncd.planner import AttemptRec, CommandRec, ContactInput, LiveRec, Plan, Planned, plan
 from syncd.ports import Calendar, ContactSource
+from syncd.progress import ProgressFn, silent
 from syncd.reconcile import apply_changes, upsert_event
 from syncd.settings import Config
 from syncd.store import Store
@@ -33,6 +42,7 @@ from syncd.timeutil import add_duration, iso, parse_iso
 
 log = structlog.get_logger("syncd")
 CAL_CURSOR = "calendar.cursor"
+MAX_CONFLICT_RETRIES = 3
 # Test hook (issue 7 grows it): called after every remote write and commit.
 StepHook = Callable[[str], None]
 
@@ -61,7 +71,8 @@ class CycleResult:
 class Cycle:
     def __init__(self, cfg: Config, store: Store, sources: list[ContactSource],
                  calendar: Calendar, now: Callable[[], datetime] | None = None,
-                 step_hook: StepHook | None = None) -> None:
+                 step_hook: StepHook | None = None,
+                 progress: ProgressFn | None = None) -> None:
         self.cfg = cfg
         self.store = store
         self.sources = sources
@@ -69,16 +80,20 @@ class Cycle:
         self.now = now or (lambda: datetime.now(ZoneInfo("UTC")))
         self.user_tz = ZoneInfo(cfg.timezone)
         self._hook = step_hook or (lambda _step: None)
+        self._progress = progress or silent  # stage boundaries, for `syncd sync`
 
     def run(self) -> CycleResult:
         t0 = _time.monotonic()
         res = CycleResult()
-        for src in self.sources:
+        for i, src in enumerate(self.sources, 1):
             self.import_source(src, res)
+            self._progress("contacts", i, len(self.sources))
         try:
+            self._progress("calendar", 0, 1)
             self.read_calendar(res)
             self.finish_intents(res)
             self.write_plan(res)
+            self.write_history(res)
         except RemoteError as e:
             res.calendar_error = e.render_line()
             log.error("calendar failed", error=e.message, hint=e.hint)
@@ -189,7 +204,11 @@ class Cycle:
         now = self.now()
         contacts = {r["id"]: Contact.from_json(r["data"]) for r in
                     self.store.db.execute("SELECT id, data FROM contacts")}
-        for p in self.plans():
+        self._progress("plan", 0, 1)
+        todo = [p for p in self.plans()
+                if p.retire or (p.followup is not None and p.followup.action != "keep")]
+        for i, p in enumerate(todo):
+            self._progress("write", i, len(todo))
             if p.retire:
                 self._retire(p.retire, now, res)
             fu = p.followup
@@ -202,6 +221,7 @@ class Cycle:
                 self._create_new(p, fu, contact, now, res)
             elif fu.action == "move":
                 self._move(p, fu, contact, now, res)
+        self._progress("write", len(todo), len(todo))
 
     def _render(self, p: Plan, fu: Planned, contact: Contact,
                 now: datetime) -> tuple[str, str, str | None]:
@@ -233,36 +253,106 @@ class Cycle:
 
     def _move(self, p: Plan, fu: Planned, contact: Contact, now: datetime,
               res: CycleResult) -> None:
-        row = self.store.db.execute("SELECT * FROM followups WHERE id=?", (fu.id,)).fetchone()
-        if row is None or row["ref"] is None:
-            return
         summary, block, _news = self._render(p, fu, contact, now)
-        user = notes.split(row["description"], row["block"])
-        draft = EventDraft(fu.id, row["uid"], summary, fu.start.astimezone(self.user_tz),
-                           fu.end.astimezone(self.user_tz), notes.compose(block, user))
-        try:
-            ev = self.calendar.update(row["ref"], row["etag"], draft)
-        except PreconditionFailed:
-            # Someone edited it since we read it: the next read brings their
-            # change in, and planning starts again from there. Nothing lost.
-            log.info("event changed under us; will re-read", followup=fu.id)
-            return
-        except NotFound:
-            with self.store.tx() as tx:
-                tx.execute("UPDATE followups SET status='deleted', ref=NULL WHERE id=?",
-                           (fu.id,))
+
+        def build(row: sqlite3.Row, remote_summary: str) -> EventDraft | None:
+            if row["status"] not in ("live", "creating") or row["user_touched"]:
+                return None  # the user acted on it meanwhile: plan again first
+            user = notes.split(row["description"], row["block"])
+            # A title the user edited is theirs (never changed back).
+            title = remote_summary if remote_summary != row["summary"] else summary
+            return EventDraft(fu.id, row["uid"], title, fu.start.astimezone(self.user_tz),
+                              fu.end.astimezone(self.user_tz), notes.compose(block, user))
+
+        ev = self._update(fu.id, build)
+        if ev is None:
             return
         res.events_updated += 1
         self._hook("update")
         with self.store.tx() as tx:
             tx.execute(
-                "UPDATE followups SET start=?, end=?, summary=?, block=?, description=?, "
-                "etag=?, basis=? WHERE id=?",
-                (iso(fu.start), iso(fu.end), summary, block, ev.description, ev.etag,
-                 fu.basis, fu.id),
+                "UPDATE followups SET start=?, end=?, summary=?, title=?, block=?, "
+                "description=?, etag=?, basis=? WHERE id=?",
+                (iso(fu.start), iso(fu.end), ev.summary, summary, block, ev.description,
+                 ev.etag, fu.basis, fu.id),
             )
             upsert_event(tx, ev)
         self._hook("commit-update")
+
+    def _update(self, fid: str,
+                build: Callable[[sqlite3.Row, str], EventDraft | None]) -> RemoteEvent | None:
+        """Update a follow-up's event with If-Match. On a conflict (someone
+        wrote in between) re-read the event, reconcile it (so every line the
+        user typed is recorded and kept: user lines win), rebuild the draft
+        from what is there now, and retry; `build` returns None when the
+        update no longer applies."""
+        for _try in range(MAX_CONFLICT_RETRIES):
+            row = self.store.db.execute("SELECT * FROM followups WHERE id=?", (fid,)).fetchone()
+            if row is None or row["ref"] is None:
+                return None
+            cached = self.store.db.execute("SELECT summary FROM events WHERE ref=?",
+                                           (row["ref"],)).fetchone()
+            draft = build(row, cached["summary"] if cached else row["summary"])
+            if draft is None:
+                return None
+            try:
+                return self.calendar.update(row["ref"], row["etag"], draft)
+            except PreconditionFailed:
+                log.info("event changed under us; re-reading and merging", followup=fid)
+                fresh = self.calendar.get(row["uid"])
+            except NotFound:
+                fresh = None
+            with self.store.tx() as tx:
+                if fresh is None:
+                    tx.execute("UPDATE followups SET status=CASE WHEN status IN "
+                               "('live','creating') THEN 'deleted' ELSE status END, ref=NULL "
+                               "WHERE id=?", (fid,))
+                    tx.execute("DELETE FROM events WHERE ref=?", (row["ref"],))
+                    return None
+                apply_changes(tx, EventChanges((fresh,)), self.cfg)
+        log.warning("event keeps changing under us; will try next cycle", followup=fid)
+        return None
+
+    def write_history(self, res: CycleResult) -> None:
+        """Once attempts are logged on a follow-up, its summary gains the
+        outcome ("✓ Call Jane Roe #7 — voicemail") so the calendar reads as a
+        history. Only the summary changes: the notes are written back exactly
+        as the calendar holds them. A title the user edited is left alone."""
+        rows = self.store.db.execute(
+            "SELECT f.id, f.title, f.summary, e.summary AS remote FROM followups f "
+            "JOIN events e ON e.ref = f.ref WHERE f.status = 'done'").fetchall()
+        for r in rows:
+            want = self._history_title(r["id"], r["title"] or r["summary"])
+            if want is None or r["remote"] == want or r["remote"] != r["summary"]:
+                continue
+
+            def build(row: sqlite3.Row, remote_summary: str,
+                      want: str = want) -> EventDraft | None:
+                if row["status"] != "done" or remote_summary != row["summary"]:
+                    return None
+                return EventDraft(row["id"], row["uid"], want,
+                                  parse_iso(row["start"]).astimezone(self.user_tz),
+                                  parse_iso(row["end"]).astimezone(self.user_tz),
+                                  row["description"])
+
+            ev = self._update(r["id"], build)
+            if ev is None:
+                continue
+            res.events_updated += 1
+            self._hook("update-history")
+            with self.store.tx() as tx:
+                tx.execute("UPDATE followups SET summary=?, etag=?, description=? WHERE id=?",
+                           (ev.summary, ev.etag, ev.description, r["id"]))
+                upsert_event(tx, ev)
+            self._hook("commit-history")
+
+    def _history_title(self, fid: str, title: str) -> str | None:
+        outcomes = [str(o[0]).replace("_", " ") for o in self.store.db.execute(
+            "SELECT outcome FROM entries WHERE followup_id=? AND kind='attempt' "
+            "ORDER BY at, key", (fid,))]
+        if not outcomes:
+            return None
+        return f"✓ {title} — {', '.join(dict.fromkeys(outcomes))}"
 
     def _retire(self, fid: str, now: datetime, res: CycleResult) -> None:
         row = self.store.db.execute("SELECT * FROM followups WHERE id=?", (fid,)).fetchone()
@@ -385,15 +475,16 @@ def _upsert_followup(db: sqlite3.Connection, p: Plan, fu: Planned, summary: str,
     uid = f"{fu.id}@syncd"
     db.execute(
         "INSERT INTO followups(id, contact_id, seq, uid, channel, cadence, start, end, summary, "
-        "basis, status, block, description, created_at, kind, news) "
-        "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+        "basis, status, block, description, created_at, kind, news, title) "
+        "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
         "ON CONFLICT(id) DO UPDATE SET channel=excluded.channel, cadence=excluded.cadence, "
         "start=excluded.start, end=excluded.end, summary=excluded.summary, "
+        "title=excluded.title, "
         "basis=excluded.basis, status=excluded.status, block=excluded.block, "
         "description=excluded.description, kind=excluded.kind, news=excluded.news",
         (fu.id, p.contact_id, fu.seq, uid, fu.channel.value, fu.cadence, iso(fu.start),
          iso(fu.end), summary, fu.basis, status, block, description,
-         iso(datetime.now(ZoneInfo("UTC"))), fu.kind, news),
+         iso(datetime.now(ZoneInfo("UTC"))), fu.kind, news, summary),
     )
 
 

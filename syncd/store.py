@@ -106,6 +106,12 @@ MIGRATIONS: list[str] = [
     ALTER TABLE followups ADD COLUMN kind TEXT NOT NULL DEFAULT 'followup';
     ALTER TABLE followups ADD COLUMN news TEXT;
     """,
+    # 3: the follow-up's own title, kept apart from the summary last written
+    # (which gains the outcome once an attempt is logged: "✓ Call … — vm").
+    """
+    ALTER TABLE followups ADD COLUMN title TEXT;
+    UPDATE followups SET title = summary;
+    """,
 ]
 
 

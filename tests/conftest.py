@@ -43,4 +43,3 @@ def tmp_state(tmp_path: Path) -> Path:
     d = tmp_path / "state"
     d.mkdir()
     return d
-from tests.conftest_microsoft import ms, ms_ca  # noqa: E402,F401  (Microsoft emulators)

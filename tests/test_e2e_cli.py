@@ -17,6 +17,7 @@ def test_contacts_to_events_to_attempts_and_back(env: Env) -> None:
     assert cycles(first.stderr)[-1]["created"] == 2
 
     events = env.events()
+    bob_first = next(e for e in events if "Bob" in str(e.icalendar_component["SUMMARY"]))
     summaries = sorted(str(e.icalendar_component["SUMMARY"]) for e in events)
     assert summaries == ["Call Bob Li (Northwind) #1", "Call Jane Roe (Acme Capital) #1"]
     assert all(marker(e) for e in events)
@@ -36,6 +37,9 @@ def test_contacts_to_events_to_attempts_and_back(env: Env) -> None:
     rec = cycles(second.stderr)[-1]
     assert rec["attempts_read"] == 1
     assert rec["created"] == 1  # Jane's next follow-up
+    # Jane's first event now reads as history, and Bob's untouched call, whose
+    # time passed with nothing logged, rolls forward.
+    assert rec["updated"] == 2
 
     attempts = env.json("attempts")
     assert [(a["contact"], a["at"], a["outcome"], a["time_inferred"]) for a in attempts] == [
@@ -44,11 +48,17 @@ def test_contacts_to_events_to_attempts_and_back(env: Env) -> None:
     events = env.events()
     assert len(events) == 3
     assert len({marker(e) for e in events}) == 3  # no duplicates
+    (bob,) = [e for e in events if "Bob" in str(e.icalendar_component["SUMMARY"])]
+    assert marker(bob) == marker(bob_first)  # the same event, moved on
+    assert (bob.icalendar_component.decoded("DTSTART")
+            > bob_first.icalendar_component.decoded("DTSTART"))
     jane_events = sorted((e for e in events if "Jane" in str(e.icalendar_component["SUMMARY"])),
                          key=lambda e: e.icalendar_component.decoded("DTSTART"))
     # The user's lines are still there, byte for byte.
     desc = str(jane_events[0].icalendar_component["DESCRIPTION"])
     assert desc.endswith("Log attempts below:\n" + USER_LINES)
+    assert str(jane_events[0].icalendar_component["SUMMARY"]) == (
+        "✓ Call Jane Roe (Acme Capital) #1 — no answer")
     nxt = jane_events[1].icalendar_component
     assert str(nxt["SUMMARY"]) == "Call Jane Roe (Acme Capital) #2"
     # Two business days after Wednesday's attempt: Friday.
