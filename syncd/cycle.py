@@ -326,11 +326,12 @@ class Cycle:
             if want is None or r["remote"] == want or r["remote"] != r["summary"]:
                 continue
 
-            def build(row: sqlite3.Row, remote_summary: str,
-                      want: str = want) -> EventDraft | None:
-                if row["status"] != "done" or remote_summary != row["summary"]:
+            def build(row: sqlite3.Row, remote_summary: str) -> EventDraft | None:
+                # Computed again on every try: a merge may have added attempts.
+                title = self._history_title(row["id"], row["title"] or row["summary"])
+                if row["status"] != "done" or remote_summary != row["summary"] or not title:
                     return None
-                return EventDraft(row["id"], row["uid"], want,
+                return EventDraft(row["id"], row["uid"], title,
                                   parse_iso(row["start"]).astimezone(self.user_tz),
                                   parse_iso(row["end"]).astimezone(self.user_tz),
                                   row["description"])
@@ -387,8 +388,7 @@ def load_inputs(db: sqlite3.Connection, cfg: Config) -> tuple[
     for r in db.execute("SELECT * FROM followups ORDER BY seq"):
         fus.setdefault(r["contact_id"], []).append(r)
     attempts: dict[str, list[AttemptRec]] = {}
-    for r in db.execute("SELECT contact_id, at, channel, outcome FROM entries "
-                        "WHERE kind='attempt'"):
+    for r in db.execute("SELECT contact_id, at, channel, outcome FROM attempts"):
         attempts.setdefault(r["contact_id"], []).append(
             AttemptRec(parse_iso(r["at"]), Channel(r["channel"]), Outcome(r["outcome"])))
     commands: dict[str, list[CommandRec]] = {}
@@ -449,8 +449,8 @@ def _live_rec(f: sqlite3.Row) -> LiveRec:
 def _attempt_recs(db: sqlite3.Connection, contact_id: str) -> tuple[AttemptRec, ...]:
     return tuple(
         AttemptRec(parse_iso(r["at"]), Channel(r["channel"]), Outcome(r["outcome"]))
-        for r in db.execute("SELECT at, channel, outcome FROM entries WHERE contact_id=? "
-                            "AND kind='attempt' ORDER BY at", (contact_id,)))
+        for r in db.execute("SELECT at, channel, outcome FROM attempts WHERE contact_id=? "
+                            "ORDER BY at", (contact_id,)))
 
 
 def _news_for(db: sqlite3.Connection, cfg: Config, contact_id: str,

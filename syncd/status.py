@@ -128,8 +128,8 @@ def attempts(cfg: Config, contact: str | None) -> list[dict[str, Any]]:
     store = Store(cfg.state_dir)
     try:
         rows = store.db.execute(
-            "SELECT e.*, c.name FROM entries e JOIN contacts c ON c.id = e.contact_id "
-            "WHERE e.kind='attempt' ORDER BY e.at, e.key").fetchall()
+            "SELECT e.*, c.name FROM attempts e JOIN contacts c ON c.id = e.contact_id "
+            "ORDER BY e.at, e.key").fetchall()
         uids = {r["id"]: r["uid"] for r in store.db.execute("SELECT id, uid FROM followups")}
     finally:
         store.close()

@@ -112,6 +112,20 @@ MIGRATIONS: list[str] = [
     ALTER TABLE followups ADD COLUMN title TEXT;
     UPDATE followups SET title = summary;
     """,
+    # 4: the attempt log as everything reads it. An attempt logged with
+    # `syncd log` that the notes also record (same contact and outcome within
+    # an hour, or the same half-day when the note line had no time) counts
+    # once: the note line wins, the shell entry stays in the table.
+    """
+    CREATE VIEW attempts AS
+    SELECT * FROM entries e WHERE e.kind = 'attempt' AND NOT (
+        e.origin = 'cli' AND EXISTS (
+            SELECT 1 FROM entries n
+            WHERE n.kind = 'attempt' AND n.origin = 'notes'
+              AND n.contact_id = e.contact_id AND n.outcome = e.outcome
+              AND abs(julianday(n.at) - julianday(e.at))
+                  <= CASE WHEN n.time_inferred THEN 0.5 ELSE 1.0 / 24 END));
+    """,
 ]
 
 
