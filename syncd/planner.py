@@ -10,6 +10,7 @@ changed, or its time passed with nothing logged (then it rolls forward).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import lru_cache
@@ -107,17 +108,58 @@ class Plan:
 
 @dataclass
 class Calendar:
-    """Busy intervals and per-day counts while planning (mutated as we go)."""
+    """Busy intervals and per-day counts while planning (mutated as we go).
 
-    busy: list[tuple[datetime, datetime]] = field(default_factory=list)
+    Intervals are bucketed by UTC day so a check looks at one or two days, not
+    the whole calendar: planning 10,000 contacts stays linear.
+    """
+
     per_day: dict[date, int] = field(default_factory=dict)
+    by_day: dict[date, list[tuple[datetime, datetime]]] = field(default_factory=dict)
+    skip: dict[date, date] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, busy: list[tuple[datetime, datetime]], per_day: dict[date, int]) -> Calendar:
+        cal = cls(per_day=dict(per_day))
+        for s, e in busy:
+            cal._add(s, e)
+        return cal
+
+    def _add(self, start: datetime, end: datetime) -> None:
+        day = start.astimezone(_UTC).date()
+        last = max(end.astimezone(_UTC).date(), day)
+        while day <= last:
+            self.by_day.setdefault(day, []).append((start, end))
+            day += timedelta(days=1)
 
     def free(self, start: datetime, end: datetime) -> bool:
-        return all(not (s < end and start < e) for s, e in self.busy)
+        day = start.astimezone(_UTC).date()
+        last = max(end.astimezone(_UTC).date(), day)
+        while day <= last:
+            if any(s < end and start < e for s, e in self.by_day.get(day, ())):
+                return False
+            day += timedelta(days=1)
+        return True
 
     def take(self, start: datetime, end: datetime, day: date) -> None:
-        self.busy.append((start, end))
+        self._add(start, end)
         self.per_day[day] = self.per_day.get(day, 0) + 1
+
+    def next_open(self, day: date, is_open: Callable[[date], bool]) -> date:
+        """The first day from `day` on that `is_open`. Closed days (days off,
+        days at the daily limit) only ever stay closed while one plan is made,
+        so they are skipped with path compression: with 10,000 contacts the
+        search does not walk the same full days again and again."""
+        path = []
+        while not is_open(day):
+            path.append(day)
+            day = self.skip.get(day, day + timedelta(days=1))
+        for d in path:
+            self.skip[d] = day
+        return day
+
+
+_UTC = ZoneInfo("UTC")
 
 
 def followup_id(contact_id: str, seq: int) -> str:
@@ -247,7 +289,7 @@ def plan(
     user_tz = ZoneInfo(cfg.timezone)
     ctx = _Ctx(cfg, user_tz, pool if pool is not None else pool_stats(inputs, cfg),
                holiday_dates(cfg.holidays, now.year - 3, now.year + 3))
-    cal = Calendar(busy=list(busy), per_day=dict(day_counts))
+    cal = Calendar.of(busy, day_counts)
     drafts: list[tuple[tuple[int, int, datetime, str], ContactInput, _Need, datetime]] = []
     plans: dict[str, Plan] = {}
 
@@ -513,10 +555,16 @@ def find_time(earliest: datetime, minutes: int, slot: Slot | None, contact_tz: Z
     cfg, user_tz = ctx.cfg, ctx.user_tz
     length = timedelta(minutes=minutes)
     start_local = ceil_to(earliest.astimezone(user_tz), 15)
-    day = start_local.date()
-    for _ in range(SEARCH_DAYS):
-        win = working_window(day, cfg.working_hours, user_tz) if ctx.is_workday(day) else None
-        if win is not None and cal.per_day.get(day, 0) < cfg.daily_limit:
+    first = start_local.date()
+    last = first + timedelta(days=SEARCH_DAYS)
+
+    def is_open(d: date) -> bool:
+        return d > last or (ctx.is_workday(d) and cal.per_day.get(d, 0) < cfg.daily_limit)
+
+    day = cal.next_open(first, is_open)
+    while day <= last:
+        win = working_window(day, cfg.working_hours, user_tz)
+        if win is not None:
             windows = [win]
             note = ""
             if slot is not None:
@@ -524,15 +572,17 @@ def find_time(earliest: datetime, minutes: int, slot: Slot | None, contact_tz: Z
                 if not windows:
                     windows, note = [win], f"slot {slot.name} is outside working hours"
             for lo, hi in windows:
-                t = max(lo, start_local)
-                t = ceil_to(t, 15)
+                t = ceil_to(max(lo, start_local), 15)
                 while t + length <= hi:
                     if cal.free(t, t + length):
                         return t, note
                     t += STEP
-        day += timedelta(days=1)
-    # Nothing free within SEARCH_DAYS: a full calendar; take the earliest time.
-    return start_local, "no free time found"
+        day = cal.next_open(day + timedelta(days=1), is_open)
+    # Nothing free for SEARCH_DAYS (a very long queue at the daily limit):
+    # after that window; beyond the horizon it is only planned, and placed
+    # exactly once it comes near.
+    return (datetime.combine(last + timedelta(days=1), cfg.working_hours.start, tzinfo=user_tz),
+            f"no free time within {SEARCH_DAYS} days")
 
 
 def _slot_windows(day: date, win: tuple[datetime, datetime], slot: Slot,

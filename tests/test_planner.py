@@ -233,3 +233,17 @@ def replace_cfg(**kw: object) -> Config:
     from dataclasses import replace
 
     return replace(CFG, **kw)  # type: ignore[arg-type]
+
+
+def test_a_long_queue_at_the_daily_limit_is_planned_not_crammed_in() -> None:
+    # 1,300 new contacts at 3 a day need more than SEARCH_DAYS: those beyond
+    # are planned after the window, never written now.
+    plans = plan([fresh(i) for i in range(1300)], [], {}, NOW, CFG)
+    created = [p for p in plans if p.followup and p.followup.action == "create"]
+    assert len(created) == 30  # 10 working days in the 14-day horizon x 3
+    per_day: dict[date, int] = {}
+    for p in plans:
+        assert p.followup is not None
+        d = p.followup.start.astimezone(NY).date()
+        per_day[d] = per_day.get(d, 0) + 1
+    assert max(n for d, n in per_day.items() if d <= NOW.date() + timedelta(days=400)) <= 3
