@@ -9,24 +9,167 @@ Pure functions only. Layout of a follow-up's notes (SPEC, "Events written"):
 `split()` separates what the user typed from what syncd wrote; `compose()`
 puts a new block in front of the user's text unchanged, byte for byte.
 
-The line grammar (SPEC, "Logging attempts in notes") is a lexicon of phrases
-over a token stream, matched longest-first so that the more specific phrase
-wins ("spoke to assistant" is a gatekeeper, not a reach). A line is cut into
-clauses at `,` `;` and "then"; each clause carries at most one outcome and may
-carry a time and a date; a time in a clause without an outcome applies to the
-next outcome ("Called at 8:15, no answer"). Every step is one pass over the
-tokens, so parsing is linear in the line's length.
+The grammar of a log line (SPEC, "Logging attempts in notes")
+=============================================================
+
+A line is normalised (Unicode NFKC, so full-width "：，；？" and non-breaking
+spaces become ASCII; smart quotes, dashes, "、。·•" and check marks are folded;
+lower case), cut once into tokens, and read by the rules below. Every step is a
+single left-to-right pass with constant look-ahead (phrases are looked up in a
+trie of bounded depth), so a line is read in time linear in its length. The
+regular expressions used are single character classes, never nested
+quantifiers, so nothing backtracks.
+
+Tokens (an EBNF-ish sketch; `H` is 1-2 digits, `MM` exactly 2)::
+
+    time    = H (":" | "." ) MM [mer] | HH "h" MM | H mer | H "o'clock"
+            | ("at" | "@") H                    (* a bare hour only after "at" *)
+            | "noon" | "midday" ;
+    mer     = "am" | "pm" | "a.m." | "p.m." | "a" | "p" ;    (* "a"/"p" attached *)
+    date    = YYYY "-" M "-" D | YYYY "/" M "/" D
+            | M "/" D ["/" YY[YY]]     (* US order; D/M only when M > 12: 25/11 *)
+            | D "." M "." YY[YY]       (* dotted dates are European *)
+            | month ["."] D [ord] | D [ord] month
+            | ["last"] weekday | "today" | "yesterday" | "yday" | "yest"
+            | "tomorrow" | "tmrw" ;    (* future days only in commands *)
+    count   = N "x" | "x" N | N ("times" | "tries" | "attempts" | "calls")
+            | ("two" | ... | "five") "times" | "once" | "twice" | "thrice" ;
+    sep     = "," | ";" | ":" | "." | "!" | "?" | "|" | "/" | "&" | "+" | "-" | "*"
+            | "—" | "→" | "、" | "。" | "and" | "then" | "but" | "plus" ;
+              (* "-" inside a word joins it; "?" also marks its clause a question *)
+    word    = letters, with "'" and "-" between letters dropped
+              ("didn't" = "didnt", "e-mailed" = "emailed", "no-answer" = "noanswer"),
+              single letters joined across "." and "/" ("v.m." = "vm", "n/a" = "na"),
+              "w/" = "with" ;
+
+Lines::
+
+    line      = news | command | attempts ;
+    news      = "news" ":" text ;                       (* text kept as typed *)
+    command   = skip | stop | pause | snooze | next | interview ;   (* first word *)
+    skip      = "skip" {skip-word} [comment] ;     (* "skip this one - sick" *)
+    stop      = "stop" {stop-word} [comment] ;     (* "stop: hired elsewhere" *)
+    pause     = "pause" [":"] ( [until] date | ["for"] duration ) [comment] ;
+    snooze    = "snooze" [":"] ( ["for"] duration | [until] date ) [comment] ;
+    duration  = N unit | "a" unit ;   (* syncd.durations: 2w, 3 days, 1mo, 2 business days *)
+    next      = "next" [":"] {lead} ( date [time] | time [date] ) [comment] ;
+    interview = "interview" [":"] ["on"] ( date [time] | time date ) [comment] ;
+    comment   = punctuation-sep, anything ;
+    until     = "until" | "till" | "til" | "untill" | "to" | "thru" | "through" ;
+    attempts  = clause { sep clause } ;
+    clause    = { time | date | count | phrase | word } ;
+    phrase    = the longest LEXICON entry starting at this word ;
+
+A command is recognised only as the first word of its line; an argument that
+does not read completely ("next week", "stop by the office", "pause until
+whenever", "snooze forever") leaves the line unparsed. Any "?" or hedge word in
+a command line leaves it unparsed ("skip?").
+
+Reading an attempt line
+-----------------------
+
+1. *Lexicon.* Outcome phrases (`LEXICON` below, with common abbreviations and
+   typos) are matched longest first, so the more specific phrase wins: "not
+   reached" is no_answer, not reached; "no vm" is no_answer, not voicemail;
+   "reached out" and "busy week" are stop phrases that mean nothing; "call
+   back", "try again" are intentions. Words are matched whole ("vmware" is not
+   "vm", "spokesperson" is not "spoke"). Each phrase has a *position rule*:
+   - `free`: counts anywhere in its clause ("no answer", "left vm");
+   - `edge`: counts only where it opens or closes the clause, not counting
+     fillers such as "I", "her", "called", "at", "finally": "spoke to Jane re
+     the role", "thank-you note sent" -- but not "she spoke at the conference";
+   - `alone`: short or ambiguous words ("busy", "lm", "na", "n/a", "done",
+     "✔", "picked up", "answered") count only in a clause of nothing but
+     times, dates, counts, fillers and other phrases: "9:10 busy" but not
+     "busy week ahead"; "picked up!" and "she picked up" but not "Jane picked
+     up" (a mistyped "nobody" must never turn into `reached`).
+   Some phrases depend on the follow-up's channel: "done", "✔" and
+   "followed up" are `sent` on e-mail and message follow-ups and say nothing on
+   calls (SPEC); "no answer", "no reply", "no response", "busy", "n/a" are
+   `no_answer` on calls and say nothing on written follow-ups (there they
+   describe the contact's silence, not an attempt of ours); "answered" is
+   `reached` on a call, `replied` on an e-mail. Phrases may imply a channel
+   ("emailed", "vm", "texted"), reported as `AttemptEntry.channel`.
+2. *Clauses.* A line is cut at separators. Inside one clause, the same kind of
+   anchor (time, or date) after "anchor ... outcome" starts a new clause, and so
+   does an outcome after "outcome ... time" ("9:10 no answer 14:05 vm" is two
+   clauses; "11/23 vm 4pm" is one). Outcomes within a clause combine when one
+   refines the other (gatekeeper refines reached, voicemail and no_answer;
+   voicemail and wrong_number refine no_answer; replied refines sent; ...):
+   "spoke to her assistant" and "left msg with receptionist" are gatekeeper.
+   Times, dates and numbers after an intention belong to the plan ("her PA
+   said call back Monday" is a gatekeeper attempt at the event's time).
+3. *Facts.* A clause with an outcome is a fact. A clause without one lends its
+   times, date and count to the next fact ("Called at 8:15, no answer";
+   "9:10 & 14:05 no answer" is two attempts; "rang twice, nobody picked up" is
+   two no_answer attempts). A new fact begins where a new time or date begins
+   ("9:10 no answer, 14:05 vm"); untimed outcomes after a fact refine it
+   ("no answer, left vm" is one voicemail). A trailing clause of nothing but a
+   time or count completes an untimed fact ("no answer - 9:10", "vm, x2"); a
+   trailing clause with words is a comment ("vm, try again at 3"; "spoke -
+   interview Tue": commands only start a line).
+4. *Times.* 24-hour and zero-padded times are literal; a 12-hour time without
+   am/pm takes the reading inside working hours, and where both or neither
+   are, the one nearest the event's start (earlier on a tie). A fact without a
+   time takes the event's start and is `time_inferred`. Times and dates are
+   wall times in the event's zone (the user's). A fact's date defaults to the
+   previous fact's date, then to the event's day; weekday names and dates
+   without a year mean the most recent such day not after the event's day
+   ("last wed" the one before). In commands they mean the next such day
+   (`next`, `pause`, `snooze`) or, for `interview`, the coming weekday and the
+   nearest year.
+5. *Numbers.* "#7" is a reference, "Q4"/"2FA" identifiers, "+1 212 555 0101"
+   a phone number, "20 min" a duration, "2nd" an ordinal: none is a time.
+
+Policy for ambiguous lines (never guess an attempt)
+---------------------------------------------------
+
+The whole line stays unparsed (and shows under "unparsed" in `status`) when:
+- no clause states an outcome ("called", "call back later", "no luck",
+  "reached out on LinkedIn", "she is busy", "didn't reply", "hung up");
+- an outcome is negated or not done yet, i.e. preceded in its clause by a
+  negation or intention word that no lexicon phrase explains ("never
+  replied", "haven't sent yet", "will leave vm", "tomorrow vm"); negations the
+  lexicon explains are outcomes: "not reached", "no vm", "couldn't leave vm",
+  "voicemail full", "didn't pick up" are no_answer;
+- a clause with an outcome is a question or hedged ("vm?", "left vm I think",
+  "vm or no answer", "if no answer, leave a vm");
+- two outcomes of one fact contradict each other ("spoke, also emailed",
+  "no answer, she called back"): write them on separate lines, or with times;
+- the line times some facts and not others ("no answer, 14:05 vm"), gives a
+  fact two dates, or has a time that belongs to no outcome ("9:10 no answer
+  14:05");
+- a number in a fact is not a time or date we can read ("vm 3", "25:00 vm",
+  "2/30 no answer", "vm 2 days ago");
+- a count is lent to an outcome other than no_answer ("called twice, left
+  vm": which call left it?), exceeds 5 ("called 10 times"), or disagrees with
+  the times listed.
+
+Decisions: "voicemail full", "no vm", "couldn't leave vm" are no_answer (the
+call was not answered and no message could be left). "didn't reply" / "no
+reply yet" on an e-mail follow-up are unparsed (silence is not an attempt).
+"rang twice, nobody picked up" is two no_answer attempts at the event's start.
+"9:10 & 14:05 no answer" is two attempts. Slash dates are US order (3/4 is
+March 4); 25/11 is 25 November because no other reading exists; dotted dates
+(20.11.2026) are day.month.year. "at 3" is a time; a bare "3" is not. "✔" and
+"done" on a call are unparsed. N/A on a call is no_answer, on an e-mail
+unparsed. The lexicon is English: other languages' punctuation, full-width
+forms and spaces are understood, their words are not.
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import re
+import unicodedata
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
+from syncd.durations import parse_duration
 from syncd.model import Channel, Outcome
+from syncd.timeutil import add_duration
 
 MARKER = "Log attempts below:"
 
@@ -91,7 +234,7 @@ def compose(block: str, user: Split | None = None) -> str:
 @dataclass(frozen=True)
 class AttemptEntry:
     outcome: Outcome
-    channel: Channel | None  # set when the words imply it ("emailed")
+    channel: Channel | None  # set when the words imply it ("emailed", "vm")
     at: datetime
     time_inferred: bool
 
@@ -120,7 +263,7 @@ Entry = AttemptEntry | CommandEntry | NewsEntry | InterviewEntry
 @dataclass(frozen=True)
 class LineContext:
     """What a line is read against: the follow-up's channel and start (in the
-    user's zone), the user's working hours, and `now` for future commands."""
+    user's zone) and the user's working hours."""
 
     channel: Channel
     event_start: datetime
@@ -135,6 +278,7 @@ class ParsedLine:
     text: str
     key: str
     entries: tuple[Entry, ...]
+    reason: str = ""  # why the line reads as it does (for unparsed lines: why not)
 
     @property
     def unparsed(self) -> bool:
@@ -155,87 +299,64 @@ def parse_notes(lines: list[str], ctx: LineContext, scope: str) -> list[ParsedLi
         seen[text] += 1
         digest = hashlib.sha256(text.encode()).hexdigest()[:16]
         key = f"{scope}:{digest}:{n}"
-        out.append(ParsedLine(n, len(out), text, key, tuple(parse_line(text, ctx))))
+        entries, reason = explain_line(text, ctx)
+        out.append(ParsedLine(n, len(out), text, key, tuple(entries), reason))
     return out
 
 
+def parse_line(text: str, ctx: LineContext) -> list[Entry]:
+    """The entries one line yields; [] when it is unparsed (see the policy)."""
+    return explain_line(text, ctx)[0]
+
+
+def explain_line(text: str, ctx: LineContext) -> tuple[list[Entry], str]:
+    """`parse_line` plus a short reason: what was read, or why nothing was."""
+    news = _news(text)
+    if news is not None:
+        return ([NewsEntry(news)], "news") if news else ([], "news: without text")
+    toks = _Scanner(_normalise(text)).run()
+    if not toks:
+        return [], "no words"
+    command = _command(toks, ctx)
+    if command is not None:
+        return command
+    return _attempts(toks, ctx)
+
+
 # --------------------------------------------------------------------------
-# Lexicon
+# Normalisation and tokens
 
-_OUTCOME_PHRASES: dict[Outcome, tuple[str, ...]] = {
-    Outcome.NO_ANSWER: (
-        "no answer", "no ans", "noanswer", "no anwser", "no asnwer", "no awnser", "n/a",
-        "rang out", "busy", "line busy", "engaged", "no pickup", "no pick up",
-        "nobody picked up", "no one picked up", "noone picked up", "didnt pick up",
-        "did not pick up", "didnt answer", "did not answer", "unanswered", "not reached",
-        "couldnt reach", "could not reach", "no luck", "na", "n.a.", "no response",
-    ),
-    Outcome.VOICEMAIL: (
-        "vm", "voicemail", "voice mail", "voicemal", "voicmail", "left vm", "lvm",
-        "left message", "left msg", "left a message", "left a msg", "left a vm",
-        "left voicemail", "left a voicemail", "lm", "msg left", "message left",
-        "answering machine", "vmail",
-    ),
-    Outcome.GATEKEEPER: (
-        "gatekeeper", "gate keeper", "spoke to assistant", "spoke with assistant",
-        "spoke to her assistant", "spoke to his assistant", "spoke to their assistant",
-        "talked to assistant", "talked to her assistant", "talked to his assistant",
-        "talked to their assistant", "assistant", "receptionist", "reception",
-        "secretary", "front desk", "spoke to reception", "spoke to receptionist",
-        "spoke to secretary", "spoke to the assistant", "talked to the assistant",
-    ),
-    Outcome.REACHED: (
-        "spoke", "spoke with", "spoke to", "reached", "talked", "talked to", "talked with",
-        "connected", "got through", "picked up", "answered", "had a call", "had a chat",
-        "great call", "good call", "chatted",
-    ),
-    Outcome.SENT: ("sent", "emailed", "e-mailed", "email sent", "mailed", "done", "✔", "✓"),
-    Outcome.REPLIED: ("replied", "they replied", "got reply", "got a reply", "responded",
-                      "wrote back", "reply received"),
-    Outcome.WRONG_NUMBER: ("wrong number", "wrong no", "wrong #", "bounced", "bounce",
-                           "disconnected", "not in service", "number not in service"),
-}
-
-# Words that imply the channel of the attempt.
-_CHANNEL_WORDS = {"emailed": Channel.EMAIL, "e-mailed": Channel.EMAIL, "mailed": Channel.EMAIL,
-                  "email sent": Channel.EMAIL}
-# Outcomes only meaningful on a written channel: "done" on a call says nothing.
-_WRITTEN_ONLY = {"done", "✔", "✓"}
+# Folded after NFKC (which already turns full-width forms and odd spaces into
+# ASCII): quotes, dashes, CJK / Arabic punctuation, arrows and check marks.
+_FOLD = str.maketrans({
+    "\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u2032": "'", "`": "'", "\u00b4": "'",
+    "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u00ab": '"', "\u00bb": '"',
+    "\u2014": " - ", "\u2013": " - ", "\u2012": " - ", "\u2015": " - ", "\u2212": "-",
+    "\u3001": ",", "\u3002": ".", "\u00b7": ",", "\u2022": ",", "\u060c": ",",
+    "\u061b": ";", "\u00bf": "?", "\u061f": "?", "\u2192": ";", "\u21d2": ";",
+    "\u27a1": ";", "\u2713": "\u2714", "\u2705": "\u2714", "\u2611": "\u2714",
+    "\U0001f5f8": "\u2714",
+})
+CHECK = "\u2714"
 
 
-def _tokens(text: str) -> list[str]:
-    return _TOKEN_RE.findall(text.lower().replace("’", "'").replace("'", ""))
+def _normalise(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).translate(_FOLD).lower()
 
 
-_TOKEN_RE = re.compile(r"[0-9]{1,2}[:.h][0-9]{2}(?:\s?[ap]\.?m\.?)?"
-                       r"|[0-9]{1,4}(?:[-/][0-9]{1,2}){1,2}"
-                       r"|[0-9]{1,2}\s?[ap]\.?m\.?(?![a-z])|[a-z][a-z/.\-#]*|[0-9]+|[✔✓#]|[,;]")
+# One alternation of single character classes: each match is maximal and no
+# class overlaps another, so the scan is linear.
+_RAW = re.compile(r"(?P<D>[0-9]+)|(?P<W>[^\W\d_]+)|(?P<S>\s+)|(?P<P>.)", re.S)
 
 
-def _build_trie() -> dict[tuple[str, ...], tuple[Outcome, str]]:
-    table: dict[tuple[str, ...], tuple[Outcome, str]] = {}
-    for outcome, phrases in _OUTCOME_PHRASES.items():
-        for p in phrases:
-            table[tuple(_tokens(p))] = (outcome, p)
-    return table
-
-
-_PHRASES = _build_trie()
-_MAX_PHRASE = max(len(k) for k in _PHRASES)
-
-_WEEKDAYS = {name: i for i, names in enumerate(
-    [("mon", "monday"), ("tue", "tues", "tuesday"), ("wed", "weds", "wednesday"),
-     ("thu", "thur", "thurs", "thursday"), ("fri", "friday"), ("sat", "saturday"),
-     ("sun", "sunday")]) for name in names}
-_MONTHS = {name: i + 1 for i, names in enumerate(
-    [("jan", "january"), ("feb", "february"), ("mar", "march"), ("apr", "april"),
-     ("may",), ("jun", "june"), ("jul", "july"), ("aug", "august"),
-     ("sep", "sept", "september"), ("oct", "october"), ("nov", "november"),
-     ("dec", "december")]) for name in names}
-
-_TIME_RE = re.compile(r"^(\d{1,2})(?:[:.h](\d{2}))?\s?(?:([ap])\.?m\.?)?$")
-_ISO_DATE_RE = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})$")
-_US_DATE_RE = re.compile(r"^(\d{1,2})/(\d{1,2})(?:/(\d{2,4}))?$")
+class _K(enum.Enum):
+    WORD = "word"
+    TIME = "time"
+    DATE = "date"
+    COUNT = "count"
+    NUM = "num"
+    BAD = "bad"  # shaped like a time or a date, but no such time or date
+    SEP = "sep"
 
 
 @dataclass(frozen=True)
@@ -243,25 +364,505 @@ class _Clock:
     hour: int
     minute: int
     meridiem: str | None  # "a" | "p" | None
-    zero_padded: bool
+    zero_padded: bool  # a literal 24-hour reading: "09:10", "14h05"
 
 
-def _clock(tok: str) -> _Clock | None:
-    m = _TIME_RE.match(tok)
-    if not m:
+@dataclass(frozen=True)
+class _Day:
+    kind: str  # "ymd" | "md" | "wd" | "rel"
+    year: int = 0
+    month: int = 0
+    day: int = 0
+    weekday: int = 0
+    last: bool = False  # "last mon": strictly before the reference day
+    offset: int = 0  # "rel": days from the reference day
+
+
+@dataclass(frozen=True, slots=True)
+class _Tok:
+    kind: _K
+    text: str = ""
+    clock: _Clock | None = None
+    day: _Day | None = None
+    count: int = 0
+    ref: bool = False  # a NUM right after "#": a reference, not a quantity
+    hedge: bool = False  # the SEP "?"
+
+
+_WEEKDAYS = {name: i for i, names in enumerate([
+    ("mon", "monday"), ("tue", "tues", "tuesday"), ("wed", "weds", "wednesday"),
+    ("thu", "thur", "thurs", "thursday"), ("fri", "friday"), ("saturday",), ("sunday",),
+]) for name in names}  # "sat"/"sun" are ordinary words too often to be dates
+_MONTHS = {name: i + 1 for i, names in enumerate([
+    ("jan", "january"), ("feb", "february"), ("mar", "march"), ("apr", "april"),
+    ("may",), ("jun", "june"), ("jul", "july"), ("aug", "august"),
+    ("sep", "sept", "september"), ("oct", "october"), ("nov", "november"),
+    ("dec", "december"),
+]) for name in names}
+_RELATIVE_DAYS = {"today": 0, "yesterday": -1, "yday": -1, "yest": -1, "yesterdy": -1,
+                  "tomorrow": 1, "tmrw": 1, "tmr": 1, "tomorow": 1, "tommorow": 1,
+                  "tommorrow": 1}
+_ORDINAL = frozenset({"st", "nd", "rd", "th"})
+_COUNT_WORDS = {"once": 1, "twice": 2, "thrice": 3}
+_NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5}
+_COUNT_NOUNS = frozenset({"x", "times", "tries", "attempts", "calls"})
+_SEP_WORDS = frozenset({"and", "then", "but", "plus"})
+_SHORT_UNITS = frozenset({"min", "mins", "minute", "minutes", "hr", "hrs", "hour", "hours",
+                          "sec", "secs", "seconds"})
+_SEP_CHARS = frozenset(",;:.!|/&+=<>-*")
+
+
+def _safe_date(y: int, m: int, d: int) -> date | None:
+    try:
+        return date(y, m, d)
+    except ValueError:
         return None
-    hour, minute = int(m.group(1)), int(m.group(2) or 0)
-    mer = m.group(3)
-    if m.group(2) is None and mer is None:
-        return None  # a bare number is not a time
-    if minute > 59 or hour > 23 or (mer and not 1 <= hour <= 12):
-        return None
-    return _Clock(hour, minute, mer, tok.startswith("0"))
+
+
+class _Scanner:
+    """Raw pieces (digits, letters, spaces, one other character) grouped into
+    tokens with constant look-ahead: one pass, linear in the line's length.
+
+    `k[j]` is piece j's kind ("D", "W", "S", "P"), `t[j]` its text; both are
+    padded with empty pieces so that look-ahead (and j - 1 at 0) needs no
+    bounds checks."""
+
+    PAD = 8
+
+    def __init__(self, norm: str) -> None:
+        pieces = [(m.lastgroup or "P", m.group()) for m in _RAW.finditer(norm)]
+        self.n = len(pieces)
+        self.k = [p[0] for p in pieces] + [""] * self.PAD
+        self.t = [p[1] for p in pieces] + [""] * self.PAD
+        self.toks: list[_Tok] = []
+
+    def is_p(self, j: int, chars: str) -> bool:
+        return self.k[j] == "P" and self.t[j] in chars
+
+    def is_d(self, j: int, lo: int, hi: int) -> bool:
+        return self.k[j] == "D" and lo <= len(self.t[j]) <= hi
+
+    def is_letter(self, j: int) -> bool:
+        return self.k[j] == "W" and len(self.t[j]) == 1
+
+    def skip_space(self, j: int) -> int:
+        return j + 1 if self.k[j] == "S" else j
+
+    def run(self) -> list[_Tok]:
+        i, k = 0, self.k
+        while i < self.n:
+            kind = k[i]
+            if kind == "S":
+                i += 1
+            elif kind == "D":
+                i = self.digits(i)
+            elif kind == "W":
+                i = self.word(i)
+            else:
+                i = self.punct(i)
+        return self.toks
+
+    # -- emitters
+
+    def add_clock(self, text: str, hour: int, minute: int, mer: str | None,
+                  literal: bool) -> None:
+        if hour <= 23 and minute <= 59 and (mer is None or 1 <= hour <= 12):
+            self.toks.append(_Tok(_K.TIME, text, clock=_Clock(hour, minute, mer, literal)))
+        else:
+            self.toks.append(_Tok(_K.BAD, text))
+
+    def add_day(self, text: str, month: int, day: int, year: int = 0) -> None:
+        if year and _safe_date(year, month, day):
+            self.toks.append(_Tok(_K.DATE, text, day=_Day("ymd", year, month, day)))
+        elif not year and _safe_date(2024, month, day):  # a leap year: Feb 29 exists
+            self.toks.append(_Tok(_K.DATE, text, day=_Day("md", 0, month, day)))
+        else:
+            self.toks.append(_Tok(_K.BAD, text))
+
+    def add_num(self, i: int) -> int:
+        # after "#" a reference ("#7"); glued to letters an identifier ("Q4", "2FA")
+        ref = self.is_p(i - 1, "#") or self.k[i - 1] == "W" or self.k[i + 1] == "W"
+        self.toks.append(_Tok(_K.NUM, self.t[i], ref=ref))
+        return i + 1
+
+    def prev_word(self) -> str:
+        last = self.toks[-1] if self.toks else None
+        return last.text if last is not None and last.kind is _K.WORD else ""
+
+    # -- readers: each returns the index of the first raw piece not used
+
+    def meridiem(self, j: int) -> tuple[str | None, int]:
+        k = self.skip_space(j)
+        if self.k[k] != "W":
+            return None, j
+        w = self.t[k]
+        if w in ("am", "pm"):
+            return w[0], k + 1
+        if w in ("a", "p"):
+            if self.is_p(k + 1, ".") and self.k[k + 2] == "W" and self.t[k + 2] == "m":
+                end = k + 3
+                return w, end + 1 if self.is_p(end, ".") else end
+            if k == j:  # "9:10a", "2p" (attached only: "at 2 a message" is no time)
+                return w, k + 1
+        return None, j
+
+    def digits(self, i: int) -> int:
+        t = self.t[i]
+        if len(t) > 4:  # a phone number or a reference: never a time or a date
+            return self.add_num(i)
+        n = int(t)
+        sep = self.t[i + 1]
+        if (len(t) == 4 and self.is_p(i + 1, "-/") and self.is_d(i + 2, 1, 2)
+                and self.is_p(i + 3, sep) and self.is_d(i + 4, 1, 2)):
+            self.add_day(t, int(self.t[i + 2]), int(self.t[i + 4]), n)
+            return i + 5
+        if len(t) > 2:
+            return self.add_num(i)
+        if self.is_p(i + 1, "/") and self.is_d(i + 2, 1, 2):
+            a, b, j, year = n, int(self.t[i + 2]), i + 3, 0
+            if self.is_p(j, "/") and (self.is_d(j + 1, 2, 2) or self.is_d(j + 1, 4, 4)):
+                year = int(self.t[j + 1])
+                year += 2000 if year < 100 else 0
+                j += 2
+            month, day = (a, b) if a <= 12 else (b, a)
+            self.add_day(t, month, day, year)
+            return j
+        if (self.is_p(i + 1, ".") and self.is_d(i + 2, 1, 2) and self.is_p(i + 3, ".")
+                and (self.is_d(i + 4, 2, 2) or self.is_d(i + 4, 4, 4))):
+            year = int(self.t[i + 4])
+            self.add_day(t, int(self.t[i + 2]), n, year + (2000 if year < 100 else 0))
+            return i + 5
+        h_form = self.k[i + 1] == "W" and sep == "h"
+        if (self.is_p(i + 1, ":.") or h_form) and self.is_d(i + 2, 2, 2):
+            mer, j = (None, i + 3) if h_form else self.meridiem(i + 3)
+            literal = h_form or (len(t) == 2 and t.startswith("0"))
+            self.add_clock(t, n, int(self.t[i + 2]), mer, literal)
+            return j
+        mer, j = self.meridiem(i + 1)
+        if mer:
+            self.add_clock(t, n, 0, mer, False)
+            return j
+        if self.k[i + 1] == "W":
+            if sep == "x":
+                self.toks.append(_Tok(_K.COUNT, t, count=n))
+                return i + 2
+            if sep in _ORDINAL:
+                k = self.skip_space(i + 2)
+                if self.k[k] == "W" and self.t[k] in _MONTHS:
+                    self.add_day(t, _MONTHS[self.t[k]], n)
+                    return k + 1
+                self.toks.append(_Tok(_K.WORD, t + sep))  # "2nd", "3rd": a filler
+                return i + 2
+        k = self.skip_space(i + 1)
+        if self.k[k] == "W":
+            w = self.t[k]
+            if w in _MONTHS:
+                self.add_day(t, _MONTHS[w], n)
+                return k + 1
+            if w in _COUNT_NOUNS:
+                self.toks.append(_Tok(_K.COUNT, t, count=n))
+                return k + 1
+            if w == "o" and self.is_p(k + 1, "'") and self.t[k + 2] == "clock":
+                self.add_clock(t, n, 0, None, False)  # "5 o'clock"
+                return k + 3
+            if w in _SHORT_UNITS:  # "for 20 min": how long, not when
+                self.toks.append(_Tok(_K.WORD, t + w))
+                return k + 1
+        if self.is_p(i + 1, "-") and self.k[i + 2] == "W" and self.t[i + 2] in _SHORT_UNITS:
+            self.toks.append(_Tok(_K.WORD, t + self.t[i + 2]))  # "a 20-min call"
+            return i + 3
+        if self.prev_word() in ("at", "@") and 1 <= n <= 23:
+            self.add_clock(t, n, 0, None, t.startswith("0"))
+            return i + 1
+        return self.add_num(i)
+
+    def word(self, i: int) -> int:
+        k, t = self.k, self.t
+        parts = [t[i]]
+        j = i + 1
+        if self.is_letter(i) and self.is_p(j, ".") and self.is_letter(j + 1):
+            while self.is_p(j, ".") and self.is_letter(j + 1):  # v.m. n.a. a.m.
+                parts.append(t[j + 1])
+                j += 2
+            if self.is_p(j, "."):
+                j += 1
+        elif self.is_letter(i) and self.is_p(j, "/") and self.is_letter(j + 1):
+            parts.append(t[j + 1])  # n/a v/m l/m w/o
+            j += 2
+        else:
+            while k[j] == "P" and t[j] in "'-" and k[j + 1] == "W":  # didn't e-mail
+                parts.append(t[j + 1])
+                j += 2
+        w = "".join(parts)
+        if w == "w" and self.is_p(j, "/"):
+            self.toks.append(_Tok(_K.WORD, "with"))
+            return j + 1
+        if w in _MONTHS:
+            m = self.skip_space(j + 1 if self.is_p(j, ".") else j)
+            if self.is_d(m, 1, 2):
+                day = int(t[m])
+                m += 1
+                if k[m] == "W" and t[m] in _ORDINAL:
+                    m += 1
+                self.add_day(w, _MONTHS[w], day)
+                return m
+        if w == "x":
+            m = self.skip_space(j)
+            if self.is_d(m, 1, 2):
+                self.toks.append(_Tok(_K.COUNT, w, count=int(t[m])))
+                return m + 1
+        if w in _NUMBER_WORDS:
+            m = self.skip_space(j)
+            if k[m] == "W" and t[m] in _COUNT_NOUNS:
+                self.toks.append(_Tok(_K.COUNT, w, count=_NUMBER_WORDS[w]))
+                return m + 1
+        if w in _WEEKDAYS:
+            last = self.prev_word() == "last"
+            self.toks.append(_Tok(_K.DATE, w, day=_Day("wd", weekday=_WEEKDAYS[w], last=last)))
+        elif w in _RELATIVE_DAYS:
+            self.toks.append(_Tok(_K.DATE, w, day=_Day("rel", offset=_RELATIVE_DAYS[w])))
+        elif w in ("noon", "midday"):
+            self.toks.append(_Tok(_K.TIME, w, clock=_Clock(12, 0, "p", False)))
+        elif w in _COUNT_WORDS:
+            self.toks.append(_Tok(_K.COUNT, w, count=_COUNT_WORDS[w]))
+        elif w in _SEP_WORDS:
+            self.toks.append(_Tok(_K.SEP, w))
+        else:
+            self.toks.append(_Tok(_K.WORD, w))
+        return j
+
+    def punct(self, i: int) -> int:
+        c = self.t[i]
+        if c == "?":
+            self.toks.append(_Tok(_K.SEP, c, hedge=True))
+        elif c in _SEP_CHARS:
+            self.toks.append(_Tok(_K.SEP, c))
+        elif c in ("#", "@", "~", CHECK):
+            self.toks.append(_Tok(_K.WORD, c))
+        # anything else (quotes, brackets, emoji, variation selectors) is noise
+        return i + 1
+
+# --------------------------------------------------------------------------
+# Lexicon
+#
+# Each row: outcome on spoken follow-ups (call, meeting), outcome on written
+# ones (e-mail, message), position rule, the channel the words imply, and the
+# phrases as people type them (run through the same normaliser as the lines,
+# so "didn't" also matches "didnt" and "didn’t", "e-mailed" matches
+# "emailed"). `None` as an outcome: the phrase means nothing on that channel.
+# "stop" rows are phrases that look like outcomes and are not ("reached out").
+
+_NA, _VM, _GK = Outcome.NO_ANSWER, Outcome.VOICEMAIL, Outcome.GATEKEEPER
+_RE, _SE, _RP, _WN = Outcome.REACHED, Outcome.SENT, Outcome.REPLIED, Outcome.WRONG_NUMBER
+_CALL, _EMAIL, _MSG = Channel.CALL, Channel.EMAIL, Channel.MESSAGE
+
+LEXICON: tuple[tuple[Outcome | None, Outcome | None, str, Channel | None, str], ...] = (
+    # no_answer said in phone words: counts on any follow-up
+    (_NA, _NA, "free", _CALL,
+     "rang out|rung out|rang through|kept ringing|ringing out|no pickup|no pick up|"
+     "didn't pick up|did not pick up|didnt pickup|not picking up|nobody picked up|"
+     "no one picked up|noone picked up|nobody pickd up|nobdy picked up|never picked up|"
+     "wasn't picked up|"
+     "line busy|busy line|busy signal|busy tone|line is busy|line was busy|line engaged|"
+     "no vm|no voicemail|no vmail|vm full|vm is full|vm box full|voicemail full|"
+     "voicemail is full|voicemail box full|mailbox full|mailbox is full|vm not set up|"
+     "vm not setup|voicemail not set up|no vm set up|couldn't leave vm|couldn't leave a vm|"
+     "couldn't leave voicemail|couldn't leave a voicemail|couldn't leave a message|"
+     "couldn't leave message|couldn't leave msg|could not leave a message|"
+     "could not leave vm|could not leave a voicemail|can't leave vm|can't leave a message|"
+     "unable to leave vm|unable to leave a message|unable to leave voicemail|"
+     "didn't leave vm|didn't leave a vm|didn't leave a message|didn't leave msg|"
+     "didn't leave voicemail|did not leave a message|did not leave vm|no message left|"
+     "no msg left"),
+    # no_answer on calls; on written follow-ups these words describe silence
+    (_NA, None, "free", _CALL,
+     "no answer|no ans|no answ|no answr|no anwser|no asnwer|no awnser|no answere|no anser|"
+     "no aswer|no answe|no anwer|no anwsr|noanswer|noans|unanswered|not answered|"
+     "went unanswered|wasn't answered|didn't answer|did not answer|didnt anser|"
+     "never answered|nobody answered|no one answered|noone answered|not answering|"
+     "not reached|couldn't reach|could not reach|can't reach|unable to reach|unreachable|"
+     "didn't reach|did not reach|couldn't get through|could not get through|"
+     "didn't get through|did not get through|can't get through|no response|no reply|"
+     "no msg|no message|nobody home|no one home"),
+    (_NA, None, "alone", _CALL, "busy|engaged|na|dna|rna"),
+    # voicemail
+    (_VM, _VM, "free", _CALL,
+     "vm|vms|vmd|vmed|vmail|vmails|voicemail|voicemails|voice mail|voicmail|voicemal|"
+     "voicemial|voiemail|vociemail|voicemai|voicemale|voice msg|voice message|lvm|lmtcb|"
+     "left vm|lft vm|left a vm|left her a vm|left him a vm|left them a vm|left voicemail|"
+     "left a voicemail|left her a voicemail|left him a voicemail|left vmail|"
+     "left voice mail|left a voice message|left message|left a message|left her a message|"
+     "left him a message|left msg|left a msg|left her a msg|left him a msg|left mesage|"
+     "left messge|left messgae|left mssg|left mesg|left mssage|lft msg|lft message|"
+     "left a detailed message|left detailed message|left a detailed vm|left detailed vm|"
+     "msg left|message left|vm left|voicemail left|left word|answering machine|"
+     "went to vm|went to voicemail|went straight to vm|went straight to voicemail|"
+     "straight to vm|straight to voicemail|sent to vm|sent to voicemail|got vm|got her vm|"
+     "got his vm|got voicemail|got her voicemail|got his voicemail"),
+    (_VM, _VM, "alone", _CALL, "lm|lmd"),
+    # gatekeeper
+    (_GK, _GK, "free", _CALL,
+     "gatekeeper|gate keeper|gatekeper|gatekeepr|her assistant|his assistant|"
+     "their assistant|her asst|his asst|her secretary|his secretary|her ea|his ea|her pa|"
+     "his pa|exec assistant|executive assistant|front desk|switchboard|screened|"
+     "got screened|took a message|took a msg|took message|took msg"),
+    (_GK, _GK, "edge", _CALL,
+     "assistant|asst|assistent|assitant|receptionist|recepionist|receptionst|reception|"
+     "secretary|secretery|ea|pa"),
+    (_GK, _GK, "alone", _CALL, "admin"),
+    # reached
+    (_RE, _RE, "edge", None,
+     "spoke|spoken|spk|spoek|spok|spoke to|spoke with|spoken to|spoken with|spk to|"
+     "spk with|talked|talkd|tlkd|talked to|talked with|chatted|chatted with|reached|"
+     "reachd|reched|reached her|reached him|connected|connected with"),
+    # alone: a mistyped subject ("nobdy picked up") must not flip the meaning
+    (_RE, _RE, "alone", None, "got her|got him|picked up|pickd up"),
+    (_RE, _RE, "free", None,
+     "got through|got thru|got hold of|got ahold of|she picked up|he picked up|"
+     "they picked up|she called back|he called back|they called back|called me back|"
+     "returned my call|had a call|had a chat|had a good call|had a great call|"
+     "had a good chat|had a great chat|good call|great call|good chat|great chat|"
+     "good convo|great convo|had a convo|quick chat|brief chat|live conversation"),
+    (_RE, _RP, "alone", None, "answered"),
+    (_RE, _RP, "free", None, "she answered|he answered|they answered"),
+    # sent
+    (_SE, _SE, "edge", None, "sent|snt"),
+    (_SE, _SE, "edge", _EMAIL, "emailed|emaild|emialed|emaled|emailled|mailed"),
+    (_SE, _SE, "edge", _MSG, "messaged|msgd|texted|txted|dmd|inmailed"),
+    (_SE, _SE, "free", _EMAIL, "email sent|sent email|sent an email|sent the email"),
+    (_SE, _SE, "free", None, "sent a note|sent note|note sent|msg sent|message sent"),
+    (_SE, _SE, "free", _MSG,
+     "sent a text|text sent|sms sent|sent a dm|dm sent|inmail sent|sent inmail|"
+     "sent an inmail"),
+    (None, _SE, "alone", None, f"done|{CHECK}"),
+    (None, _SE, "edge", None, "followed up"),
+    # replied
+    (_RP, _RP, "edge", None, "replied|replyed|repiled|replid|responded|responed|respnded"),
+    (_RP, _RP, "free", None,
+     "they replied|she replied|he replied|she responded|he responded|they responded|"
+     "wrote back|got reply|got a reply|got her reply|got his reply|got response|"
+     "got a response|reply received|response received|heard back|got back to me|"
+     "replied back"),
+    # wrong_number
+    (_WN, _WN, "free", _CALL,
+     "wrong number|wrong #|wrong no|wrong num|wrong nr|wrong nbr|wrong numbr|wrong numer|"
+     "wrong nummber|worng number|wrng number|wrong person|not her number|not his number|"
+     "number disconnected|disconnected number|# disconnected|number not in service|"
+     "not in service|no longer in service|out of service|invalid number|number invalid|"
+     "fax tone|fax machine"),
+    (_WN, _WN, "alone", _CALL, "disconnected"),
+    (_WN, _WN, "free", _EMAIL,
+     "email bounced|bounced back|bounceback|bounce back|undeliverable|delivery failed|"
+     "delivery failure|address not found|mailer daemon|mailerdaemon|no such user|"
+     "invalid email|invalid address"),
+    (_WN, _WN, "edge", _EMAIL, "bounced|bounce"),
+    # plans, not reports: a time after them is the plan's ("call back Monday")
+    (None, None, "intent", None,
+     "call back|callback|call her back|call him back|call again|try again|follow up|"
+     "reach out|ping her|ping him"),
+    # look like outcomes, are not
+    (None, None, "stop", None,
+     "reached out|reaching out|connected on linkedin|connected on li|"
+     "connect on linkedin|called back|hung up|hang up|busy week|"
+     "busy day|busy weekend|busy month|busy season|busy schedule|busy time|busy with|"
+     "busy at work|busy lately|busy period|not available|unavailable|out of office|ooo|"
+     "in a meeting|assistant director|assistant manager|assistant professor|assistant vp|"
+     "assistant coach|she sent|he sent|they sent|sent me|replied to|responded to|"
+     "got disconnected|call disconnected|call dropped|dropped call|got cut off|no luck|"
+     "spoke too soon"),
+)
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+# Words that are neither outcomes nor content: they may stand next to an
+# `edge` or `alone` phrase ("I finally spoke w/ her", "called at 9 - busy").
+_FILLER = _words("""
+i we me my her him his them their it us our a an the to with at @ ~ # on in via by for from
+of around approx abt about re ca call called calls calling rang rung ring rings ringing
+phoned phone tried dialed dialled dial attempt attempted cell mobile office desk direct line
+landline number again also just finally already still yet ok okay k so first second third last
+time times tries all both each x am pm this morning afternoon evening tonight earlier later
+quick quickly briefly fyi update note log logged lol ugh argh meh yay woohoo whew phew sigh
+""") | {CHECK}
+_TIME_PREPS = frozenset({"at", "@", "~", "around", "approx", "abt", "ca"})
+# A negation or an intention before an outcome in its clause: not a report.
+_NEGATIONS = _words("""
+not no never didnt dont doesnt havent hasnt hadnt wasnt werent isnt arent couldnt cant cannot
+wont wouldnt shouldnt neither nor nobody noone none nothing unable failed without wo forgot
+nope
+""")
+_INTENTIONS = _words("""
+will shall should shouldve would could need needs must gonna plan planning planned todo want
+wanna hope hoping expect expecting waiting awaiting wait pending remind reminder please pls plz
+ask next try retry be lets ill shell hell theyll itll until till til untill
+""")
+# Doubt: a clause holding one of these (or ending in "?") reports nothing.
+_HEDGES = _words("""
+maybe might probably prob perhaps possibly think thinks guess unsure sure idk dunno unclear
+apparently seems or if unless whether either
+""")
+
+
+@dataclass(frozen=True)
+class _Phrase:
+    text: str
+    spoken: Outcome | None
+    written: Outcome | None
+    where: str  # "free" | "edge" | "alone" | "stop" | "intent"
+    implies: Channel | None
+
+
+class _Node:
+    __slots__ = ("kids", "phrase")
+
+    def __init__(self) -> None:
+        self.kids: dict[str, _Node] = {}
+        self.phrase: _Phrase | None = None
+
+
+def _build_trie() -> tuple[_Node, int]:
+    root, depth = _Node(), 0
+    for spoken, written, where, implies, phrases in LEXICON:
+        for text in phrases.split("|"):
+            toks = _Scanner(_normalise(text)).run()
+            if not toks or any(t.kind is not _K.WORD for t in toks):
+                raise ValueError(f"lexicon phrase {text!r} is not plain words")
+            node = root
+            for t in toks:
+                node = node.kids.setdefault(t.text, _Node())
+            if node.phrase is not None:
+                raise ValueError(f"lexicon phrase {text!r} duplicates {node.phrase.text!r}")
+            node.phrase = _Phrase(text, spoken, written, where, implies)
+            depth = max(depth, len(toks))
+    return root, depth
+
+
+_TRIE, _TRIE_DEPTH = _build_trie()
+
+
+def _longest(toks: list[_Tok], i: int) -> tuple[_Phrase, int] | None:
+    """The longest lexicon phrase starting at token i (at most _TRIE_DEPTH steps)."""
+    node, best, j = _TRIE, None, i
+    while j < len(toks) and toks[j].kind is _K.WORD:
+        nxt = node.kids.get(toks[j].text)
+        if nxt is None:
+            break
+        node, j = nxt, j + 1
+        if node.phrase is not None:
+            best = (node.phrase, j - i)
+    return best
+
+
+# --------------------------------------------------------------------------
+# Times and dates
 
 
 def resolve_clock(c: _Clock, ctx: LineContext) -> time:
     """12-hour times without am/pm take the reading inside working hours; where
-    both or neither are, the one nearest the event's start (SPEC)."""
+    both or neither are, the one nearest the event's start (SPEC); on a tie the
+    earlier. 24-hour and zero-padded times are literal."""
     if c.meridiem:
         h = c.hour % 12 + (12 if c.meridiem == "p" else 0)
         return time(h, c.minute)
@@ -275,190 +876,461 @@ def resolve_clock(c: _Clock, ctx: LineContext) -> time:
     return min(readings, key=lambda t: abs(t.hour * 60 + t.minute - ref))
 
 
-def _date_at(
-    tokens: list[str], i: int, ctx: LineContext, future: bool
-) -> tuple[date | None, int] | None:
-    """A date starting at token i, and how many tokens it used."""
-    tok = tokens[i]
-    ref = ctx.event_start.date()
-    if m := _ISO_DATE_RE.match(tok):
-        return _safe_date(int(m[1]), int(m[2]), int(m[3])), 1
-    if m := _US_DATE_RE.match(tok):
-        year = int(m[3]) if m[3] else ref.year
-        year = year + 2000 if year < 100 else year
-        d = _safe_date(year, int(m[1]), int(m[2]))
-        return (_near_year(d, ref, future) if d and not m[3] else d), 1
-    if tok in _MONTHS and i + 1 < len(tokens) and tokens[i + 1].isdigit():
-        d = _safe_date(ref.year, _MONTHS[tok], int(tokens[i + 1]))
-        return (_near_year(d, ref, future) if d else None), 2
-    if tok.isdigit() and i + 1 < len(tokens) and tokens[i + 1] in _MONTHS:
-        d = _safe_date(ref.year, _MONTHS[tokens[i + 1]], int(tok))
-        return (_near_year(d, ref, future) if d else None), 2
-    if tok in _WEEKDAYS:
-        delta = (_WEEKDAYS[tok] - ref.weekday()) % 7
-        if future:
-            return ref + timedelta(days=delta or 7), 1
-        return ref - timedelta(days=(7 - delta) % 7), 1
-    if tok in ("today",):
-        return ref, 1
-    if tok in ("yesterday",):
-        return ref - timedelta(days=1), 1
-    if tok in ("tomorrow",):
-        return ref + timedelta(days=1), 1
-    return None
+class _When(enum.Enum):
+    PAST = "past"  # attempts: the most recent such day, not after the event's day
+    FUTURE = "future"  # next / pause / snooze: strictly after the event's day
+    NEAREST = "nearest"  # interview: weekdays upcoming, dates in the nearest year
 
 
-def _safe_date(y: int, m: int, d: int) -> date | None:
-    try:
-        return date(y, m, d)
-    except ValueError:
-        return None
-
-
-def _near_year(d: date | None, ref: date, future: bool) -> date | None:
-    """A date typed without a year: the occurrence nearest the reference, on the
-    expected side (past for attempts, future for commands)."""
-    if d is None:
-        return None
-    if future and d < ref:
-        return _safe_date(d.year + 1, d.month, d.day)
-    if not future and d > ref + timedelta(days=1):
-        return _safe_date(d.year - 1, d.month, d.day)
-    return d
+def _resolve_day(d: _Day, ref: date, when: _When) -> date | None:
+    if d.kind == "ymd":
+        return _safe_date(d.year, d.month, d.day)
+    if d.kind == "rel":
+        return ref + timedelta(days=d.offset)
+    if d.kind == "wd":
+        ahead = (d.weekday - ref.weekday()) % 7
+        if when is _When.FUTURE:
+            return ref + timedelta(days=ahead or 7)
+        if when is _When.NEAREST and not d.last:
+            return ref + timedelta(days=ahead)
+        back = (ref.weekday() - d.weekday) % 7
+        return ref - timedelta(days=back or (7 if d.last else 0))
+    # month and day without a year
+    years = (ref.year - 1, ref.year, ref.year + 1)
+    options = [x for x in (_safe_date(y, d.month, d.day) for y in years) if x]
+    if when is _When.PAST:
+        options = [x for x in options if x <= ref + timedelta(days=1)]
+        return options[-1] if options else None
+    if when is _When.FUTURE:
+        options = [x for x in options if x >= ref]
+        return options[0] if options else None
+    return min(options, key=lambda x: (abs((x - ref).days), -x.toordinal()), default=None)
 
 
 # --------------------------------------------------------------------------
-# Line parser
+# Attempt lines: items, clauses, facts
 
 
-def parse_line(text: str, ctx: LineContext) -> list[Entry]:
-    tokens = _tokens(text)
-    if not tokens:
-        return []
-    head = tokens[0]
-    if head in ("skip", "skipped"):
-        return [CommandEntry("skip")] if len(tokens) == 1 else []
-    if head == "stop":
-        return [CommandEntry("stop")] if len(tokens) == 1 else []
-    if head in ("pause", "snooze", "next", "interview"):
-        cmd = _parse_command(head, tokens[1:], ctx)
-        return [cmd] if cmd else []
-    if head == "news" and ":" in text:
-        news = text.split(":", 1)[1].strip()
-        return [NewsEntry(news)] if news else []
-    return list(_parse_attempts(tokens, ctx))
+class _I(enum.Enum):
+    PHRASE = "phrase"  # an outcome phrase
+    TIME = "time"
+    DATE = "date"
+    COUNT = "count"
+    NUM = "num"
+    BAD = "bad"
+    FILLER = "filler"
+    CONTENT = "content"  # an unknown word, or a stop phrase
+    NEGATION = "negation"
+    INTENTION = "intention"
+    HEDGE = "hedge"
+    SEP = "sep"
 
 
-def _parse_command(head: str, rest: list[str], ctx: LineContext) -> Entry | None:
-    tz = ctx.event_start.tzinfo
-    if head == "snooze":
-        from syncd.durations import parse_duration
-        from syncd.timeutil import add_duration
+_CONTENT = frozenset({_I.CONTENT, _I.NEGATION, _I.INTENTION, _I.HEDGE})
+_ITEM_OF = {_K.TIME: _I.TIME, _K.DATE: _I.DATE, _K.COUNT: _I.COUNT, _K.NUM: _I.NUM,
+            _K.BAD: _I.BAD, _K.SEP: _I.SEP}
+_WRITTEN = frozenset({Channel.EMAIL, Channel.MESSAGE})
 
-        try:
-            d = parse_duration(" ".join(rest))
-        except ValueError:
-            return None
-        return CommandEntry("snooze", add_duration(ctx.event_start, d))
-    if head == "pause":
-        if rest[:1] == ["until"]:
-            rest = rest[1:]
-        got = _date_at(rest, 0, ctx, future=True) if rest else None
-        if not got or got[0] is None or got[1] != len(rest):
-            return None
-        return CommandEntry("pause", datetime.combine(got[0], ctx.work_start, tzinfo=tz))
-    # next <date|weekday> [time] / interview <date> [time]
-    future = head == "next"
-    day: date | None = None
-    clock: time | None = None
+# (general, specific): a fact's outcomes combine into the specific one.
+_REFINES = frozenset({
+    (_NA, _VM), (_NA, _WN), (_NA, _GK), (_VM, _GK), (_VM, _WN), (_RE, _WN), (_SE, _RP),
+    (_SE, _WN),
+})
+# Within one clause a person's name for the one who answered also refines:
+# "spoke to her assistant", "assistant picked up".
+_REFINES_IN_CLAUSE = _REFINES | {(_RE, _GK)}
+
+
+@dataclass(slots=True)
+class _Item:
+    kind: _I
+    tok: _Tok
+    outcome: Outcome | None = None
+    implies: Channel | None = None
+    where: str = "free"
+    hedge: bool = False
+
+
+def _items(toks: list[_Tok], ctx: LineContext) -> list[_Item]:
+    written = ctx.channel in _WRITTEN
+    out: list[_Item] = []
     i = 0
-    while i < len(rest):
-        got = _date_at(rest, i, ctx, future=future)
-        if got and got[0] and day is None:
-            day, used = got
-            i += used
-            continue
-        c = _clock(rest[i])
-        if c and clock is None:
-            clock = resolve_clock(c, ctx)
-            i += 1
-            continue
-        return None
-    if head == "next" and (day or clock):
-        on = day or ctx.event_start.date() + timedelta(days=1)
-        return CommandEntry("next", datetime.combine(on, clock or ctx.work_start, tzinfo=tz))
-    if head == "interview" and day:
-        return InterviewEntry(datetime.combine(day, clock or time(9, 0), tzinfo=tz))
-    return None
-
-
-def _parse_attempts(tokens: list[str], ctx: LineContext) -> list[AttemptEntry]:
-    """One pass over the tokens; a clause ends at `,` `;` `and` `then` `/`."""
-    out: list[AttemptEntry] = []
-    pending_time: time | None = None  # a time in a clause without an outcome
-    day: date | None = None  # a date before the first outcome dates the line
-    outcome: tuple[Outcome, str] | None = None
-    clause_time: time | None = None
-
-    def flush() -> None:
-        nonlocal outcome, clause_time, pending_time
-        if outcome is None:
-            if clause_time is not None:
-                pending_time = clause_time
-        else:
-            t = clause_time or pending_time
-            oc, phrase = outcome
-            d = day or ctx.event_start.date()
-            wall = t or ctx.event_start.timetz().replace(tzinfo=None)
-            at = datetime.combine(d, wall, tzinfo=ctx.event_start.tzinfo)
-            out.append(AttemptEntry(oc, _CHANNEL_WORDS.get(phrase), at, t is None))
-            pending_time = None
-        outcome, clause_time = None, None
-
-    i = 0
-    while i < len(tokens):
-        tok = tokens[i]
-        if tok in _CLAUSE_BREAKS:
-            flush()
-            i += 1
-            continue
-        c = _clock(tok)
-        if c:
-            if clause_time is not None and outcome is not None:
-                flush()  # "9:10 no answer 14:05 vm" without a comma
-            clause_time = resolve_clock(c, ctx)
-            i += 1
-            continue
-        if not out and outcome is None:
-            got = _date_at(tokens, i, ctx, future=False)
-            if got and got[0]:
-                day = got[0]
-                i += got[1]
+    while i < len(toks):
+        t = toks[i]
+        if t.kind is _K.WORD:
+            hit = _longest(toks, i)
+            if hit is not None:
+                phrase, used = hit
+                outcome = phrase.written if written else phrase.spoken
+                if phrase.where == "stop":
+                    out.append(_Item(_I.CONTENT, t))
+                elif phrase.where == "intent":
+                    out.append(_Item(_I.INTENTION, t))
+                elif outcome is None:
+                    out.append(_Item(_I.FILLER, t))  # "done" on a call says nothing
+                else:
+                    out.append(_Item(_I.PHRASE, t, outcome, phrase.implies, phrase.where))
+                i += used
                 continue
-        match = _longest_phrase(tokens, i)
-        # "done" on a call says nothing about the call (SPEC table).
-        if match and not (match[0][1] in _WRITTEN_ONLY and ctx.channel is Channel.CALL):
-            hit, used = match
-            if outcome is None or _RANK[hit[0]] < _RANK[outcome[0]]:
-                outcome = hit
-            i += used
-            continue
+            out.append(_Item(_word_kind(t.text), t))
+        elif t.kind is _K.DATE and t.day is not None and t.day.kind == "rel" \
+                and t.day.offset > 0:
+            out.append(_Item(_I.INTENTION, t))  # "tomorrow": not a report
+        else:
+            out.append(_Item(_ITEM_OF[t.kind], t, hedge=t.hedge))
         i += 1
-    flush()
     return out
 
 
-_CLAUSE_BREAKS = frozenset({",", ";", "then", "and", "/"})
-# Inside one clause the more specific outcome wins ("no answer, left vm" is
-# two clauses; "rang, assistant picked up" is a gatekeeper).
-_RANK = {o: i for i, o in enumerate([
-    Outcome.GATEKEEPER, Outcome.WRONG_NUMBER, Outcome.VOICEMAIL, Outcome.REPLIED,
-    Outcome.REACHED, Outcome.NO_ANSWER, Outcome.SENT])}
+def _word_kind(w: str) -> _I:
+    if w in _NEGATIONS:
+        return _I.NEGATION
+    if w in _INTENTIONS:
+        return _I.INTENTION
+    if w in _HEDGES:
+        return _I.HEDGE
+    if w in _FILLER or w[:1].isdigit():  # "2nd", "3rd"
+        return _I.FILLER
+    return _I.CONTENT
 
 
-def _longest_phrase(tokens: list[str], i: int) -> tuple[tuple[Outcome, str], int] | None:
-    for n in range(min(_MAX_PHRASE, len(tokens) - i), 0, -1):
-        hit = _PHRASES.get(tuple(tokens[i : i + n]))
-        if hit:
-            return hit, n
+def _clauses(items: list[_Item]) -> list[tuple[list[_Item], bool]]:
+    """Cut at separators, and where a new time or outcome starts a new fact
+    inside one clause ("9:10 no answer 14:05 vm"). Each clause with whether it
+    ends in "?"."""
+    out: list[tuple[list[_Item], bool]] = []
+    cur: list[_Item] = []
+    before: set[_I] = set()  # kinds of anchor (time, date) seen before the first outcome
+    outcome_seen = anchor_after = False
+    for it in items:
+        kind = it.kind
+        if kind is _I.SEP:
+            out.append((cur, it.hedge))
+            cur, before, outcome_seen, anchor_after = [], set(), False, False
+            continue
+        anchor = kind is _I.TIME or kind is _I.DATE
+        # "9:10 no answer 14:05 …" (the same kind of anchor again after an
+        # outcome) and "no answer 9:10 vm …" (an outcome after outcome-time)
+        if (anchor and outcome_seen and kind in before) or \
+                (kind is _I.PHRASE and anchor_after):
+            out.append((cur, False))
+            cur, before, outcome_seen, anchor_after = [], set(), False, False
+        if anchor:
+            if outcome_seen and not before:
+                anchor_after = True
+            elif not outcome_seen:
+                before.add(kind)
+        elif kind is _I.PHRASE:
+            outcome_seen = True
+        cur.append(it)
+    out.append((cur, False))
+    return out
+
+
+@dataclass
+class _Clause:
+    times: list[_Clock] = field(default_factory=list)
+    days: list[_Day] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)
+    outcome: Outcome | None = None
+    implies: Channel | None = None
+    problem: str = ""  # set when the clause's outcome cannot be trusted
+    hedged: bool = False
+    intent: bool = False  # negation, intention or hedge words
+    bare: bool = True  # nothing but times, dates, counts and "at"
+    bad: bool = False  # shaped like a time or date that does not exist ("25:00")
+    doubtful: bool = False  # a bare number that could be an hour ("vm 3")
+
+
+def _combine(a: Outcome | None, b: Outcome, table: frozenset[tuple[Outcome, Outcome]]
+             ) -> Outcome | None:
+    """a and b as one fact, or None when they contradict."""
+    if a is None or a is b:
+        return b
+    if (a, b) in table:
+        return b
+    if (b, a) in table:
+        return a
+    return None
+
+
+def _read_clause(items: list[_Item], question: bool) -> _Clause:
+    c = _Clause(hedged=question)
+    first, last, first_block = len(items), -1, len(items)
+    for k, it in enumerate(items):
+        if it.kind in _CONTENT:
+            first, last = min(first, k), k
+            if first_block == len(items) and it.kind in (_I.NEGATION, _I.INTENTION):
+                first_block = k
+    for k, it in enumerate(items):
+        kind = it.kind
+        if k > first_block and items[first_block].kind is _I.INTENTION \
+                and kind in (_I.TIME, _I.DATE, _I.COUNT, _I.NUM, _I.BAD):
+            c.intent = True
+            continue  # "said call back Monday": the plan's day, not the fact's
+        if kind is _I.TIME and it.tok.clock is not None:
+            c.times.append(it.tok.clock)
+        elif kind is _I.DATE and it.tok.day is not None:
+            c.days.append(it.tok.day)
+        elif kind is _I.COUNT:
+            c.counts.append(it.tok.count)
+        elif kind is _I.BAD:
+            c.bad = True
+        elif kind is _I.NUM and _doubtful(items, k):
+            c.doubtful = True
+        elif kind is _I.PHRASE and it.outcome is not None:
+            head, tail = k < first, k > last
+            if not (it.where == "free" or (it.where == "edge" and (head or tail))
+                    or (it.where == "alone" and head and tail)):
+                continue  # "busy" in "she is busy": not an outcome here
+            if first_block < k:
+                c.problem = f"negated or not done yet: {it.tok.text!r}"
+            merged = _combine(c.outcome, it.outcome, _REFINES_IN_CLAUSE)
+            if merged is None:
+                c.problem = f"{c.outcome} and {it.outcome} in one clause"
+            else:
+                c.outcome = merged
+            if it.implies is not None:
+                if c.implies not in (None, it.implies):
+                    c.problem = "two channels in one clause"
+                c.implies = it.implies
+        if kind is _I.HEDGE:
+            c.hedged = True
+        if kind in (_I.NEGATION, _I.INTENTION, _I.HEDGE):
+            c.intent = True
+        if not (kind in (_I.TIME, _I.DATE, _I.COUNT, _I.BAD, _I.NUM)
+                or (kind is _I.FILLER and it.tok.text in _TIME_PREPS)):
+            c.bare = False
+    return c
+
+
+def _doubtful(items: list[_Item], k: int) -> bool:
+    """A bare 1-2 digit number could be an hour ("vm 3"); one after "#" is a
+    reference ("call #7") and one next to other numbers is part of a phone
+    number ("+1 212 555 0101")."""
+    tok = items[k].tok
+    if tok.ref or len(tok.text) > 2:
+        return False
+    return not any(0 <= j < len(items) and items[j].kind is _I.NUM for j in (k - 1, k + 1))
+
+
+@dataclass
+class _Fact:
+    times: list[_Clock]
+    day: _Day | None
+    outcome: Outcome
+    implies: Channel | None
+    count: int
+    anchored: bool  # has its own time or date
+
+
+MAX_COUNT = 5  # "called 10 times" is a figure of speech, not ten attempts
+
+
+def _attempts(toks: list[_Tok], ctx: LineContext) -> tuple[list[Entry], str]:
+    clauses = [_read_clause(items, q) for items, q in _clauses(_items(toks, ctx)) if items]
+    facts: list[_Fact] = []
+    cur: _Fact | None = None
+    lent = _Clause()  # times, dates and counts lent to the next fact
+    lent_any = False
+    for c in clauses:
+        if c.outcome is None:
+            if c.times or c.days or c.counts or c.bad or (c.doubtful and c.bare):
+                if c.intent or c.hedged:
+                    continue  # "try again at 3": an intention, not a report
+                lent.times += c.times
+                lent.days += c.days
+                lent.counts += c.counts
+                lent.bad |= c.bad
+                lent.doubtful |= c.doubtful and c.bare
+                lent.bare &= c.bare
+                lent_any = True
+            continue
+        if c.hedged:
+            return [], "a question or a hedge about an outcome"
+        if c.problem:
+            return [], c.problem
+        if c.bad or lent.bad:
+            return [], "a time or date that does not exist"
+        if c.doubtful or lent.doubtful:
+            return [], "a number that is not a time or a date"
+        times, days, counts = lent.times + c.times, lent.days + c.days, lent.counts + c.counts
+        if len(days) > 1:
+            return [], "two dates for one fact"
+        if len(counts) > 1:
+            return [], "two counts for one fact"
+        if lent.counts and c.outcome is not _NA:
+            return [], f"a count lent to {c.outcome}: which attempt was it?"
+        anchored = bool(times or days)
+        if cur is None or (anchored and cur.anchored):
+            if cur is not None:
+                facts.append(cur)
+            cur = _Fact(times, days[0] if days else None, c.outcome, c.implies,
+                        counts[0] if counts else 0, anchored)
+        elif anchored:
+            return [], "some facts have a time and others not"
+        else:
+            merged = _combine(cur.outcome, c.outcome, _REFINES)
+            if merged is None:
+                return [], f"{cur.outcome} and {c.outcome} in one line without times"
+            if counts and cur.count:
+                return [], "two counts for one fact"
+            if c.implies is not None and cur.implies not in (None, c.implies):
+                return [], "two channels for one fact"
+            cur.outcome, cur.count = merged, cur.count or (counts[0] if counts else 0)
+            cur.implies = cur.implies or c.implies
+        lent, lent_any = _Clause(), False
+    if cur is None:
+        return [], "no outcome"
+    if lent_any and lent.bare:
+        # "no answer - 9:10", "vm, x2": a trailing time or count for the last fact
+        if lent.bad or lent.doubtful or len(lent.days) > 1 or len(lent.counts) > 1:
+            return [], "a time or number that belongs to no outcome"
+        if lent.times or lent.days:
+            if cur.anchored:
+                return [], "a time that belongs to no outcome"
+            cur.times, cur.anchored = lent.times, True
+            cur.day = lent.days[0] if lent.days else None
+        if lent.counts:
+            if cur.count:
+                return [], "two counts for one fact"
+            cur.count = lent.counts[0]
+    facts.append(cur)
+    return _facts_to_entries(facts, ctx)
+
+
+def _facts_to_entries(facts: list[_Fact], ctx: LineContext) -> tuple[list[Entry], str]:
+    out: list[Entry] = []
+    tz = ctx.event_start.tzinfo
+    start_wall = ctx.event_start.timetz().replace(tzinfo=None)
+    last_day: _Day | None = None
+    for f in facts:
+        day_spec = f.day or last_day
+        last_day = day_spec
+        on = (_resolve_day(day_spec, ctx.event_start.date(), _When.PAST) if day_spec
+              else ctx.event_start.date())
+        if on is None:
+            return [], "no such date"
+        if f.count > MAX_COUNT:
+            return [], f"{f.count} attempts in one line"
+        if f.times:
+            if f.count > 1 and f.count != len(f.times):
+                return [], "the count and the times disagree"
+            for clock in f.times:
+                at = datetime.combine(on, resolve_clock(clock, ctx), tzinfo=tz)
+                out.append(AttemptEntry(f.outcome, f.implies, at, False))
+        else:
+            at = datetime.combine(on, start_wall, tzinfo=tz)
+            out.extend(AttemptEntry(f.outcome, f.implies, at, True)
+                       for _ in range(max(f.count, 1)))
+    n = len(out)
+    return out, f"{n} attempt{'s' if n != 1 else ''}"
+
+
+# --------------------------------------------------------------------------
+# Commands and news
+
+
+def _news(text: str) -> str | None:
+    """The text of a `news:` line (as typed), or None when it is not one."""
+    i = 0
+    while i < len(text) and not text[i].isalnum():
+        i += 1
+    if text[i:i + 4].lower() != "news":
+        return None
+    j = i + 4
+    while j < len(text) and text[j] in " \t\u00a0\u202f":
+        j += 1
+    if j < len(text) and text[j] in ":\uff1a":
+        return text[j + 1:].strip()
+    return None
+
+
+_COMMANDS = {"skip": "skip", "skipped": "skip", "skipping": "skip", "stop": "stop",
+             "pause": "pause", "paused": "pause", "snooze": "snooze", "snoozed": "snooze",
+             "next": "next", "interview": "interview"}
+_SKIP_WORDS = frozenset({"this", "one", "time", "today", "it", "call", "email", "followup",
+                         "for", "now", "please", "pls"})
+_STOP_WORDS = frozenset({"now", "here", "this", "contact", "followups", "followup",
+                         "following", "up", "cadence", "please", "pls", "all"})
+_UNTIL = frozenset({"until", "till", "til", "untill", "to", "thru", "through"})
+_LEAD = frozenset({"call", "email", "followup", "attempt", "try", "one", "on", "at", "@"})
+
+
+def _command(toks: list[_Tok], ctx: LineContext) -> tuple[list[Entry], str] | None:
+    """A command line, or None when the line does not start with a command."""
+    i = 0
+    while i < len(toks) and toks[i].kind is _K.SEP and not toks[i].hedge:
+        i += 1  # bullets: "- skip", "• stop"
+    if i == len(toks) or toks[i].kind is not _K.WORD or toks[i].text not in _COMMANDS:
+        return None
+    kind = _COMMANDS[toks[i].text]
+    rest = toks[i + 1:]
+    if any(t.hedge or (t.kind is _K.WORD and t.text in _HEDGES) for t in rest):
+        return [], f"{kind}: a question or a hedge"
+    if kind in ("skip", "stop"):
+        allowed = _SKIP_WORDS if kind == "skip" else _STOP_WORDS
+        for t in rest:
+            if t.kind is _K.SEP and t.text not in _SEP_WORDS:
+                break  # a comment follows
+            if not (t.kind is _K.WORD and t.text in allowed):
+                return [], f"{kind}: {t.text!r} is not part of the command"
+        return [CommandEntry(kind)], kind
+    if rest and rest[0].kind is _K.SEP and rest[0].text in (":", "-"):
+        rest = rest[1:]
+    arg: list[_Tok] = []
+    for t in rest:
+        if t.kind is _K.SEP:
+            if t.text in _SEP_WORDS:
+                return [], f"{kind}: {t.text!r} is not part of the command"
+            break
+        arg.append(t)
+    entry = _command_argument(kind, arg, ctx)
+    return ([entry], kind) if entry else ([], f"{kind}: the argument does not read")
+
+
+def _command_argument(kind: str, arg: list[_Tok], ctx: LineContext) -> Entry | None:
+    tz = ctx.event_start.tzinfo
+    ref = ctx.event_start.date()
+    words = [t.text for t in arg]
+    if kind in ("pause", "snooze"):
+        if words[:1] and words[0] in _UNTIL and len(arg) == 2 and arg[1].day is not None:
+            on = _resolve_day(arg[1].day, ref, _When.FUTURE)
+            return CommandEntry(kind, datetime.combine(on, ctx.work_start, tzinfo=tz)) \
+                if on else None
+        if len(arg) == 1 and arg[0].day is not None:
+            on = _resolve_day(arg[0].day, ref, _When.FUTURE)
+            return CommandEntry(kind, datetime.combine(on, ctx.work_start, tzinfo=tz)) \
+                if on else None
+        if words[:1] == ["for"]:
+            arg, words = arg[1:], words[1:]
+        if not arg or any(t.kind not in (_K.NUM, _K.WORD) for t in arg):
+            return None
+        spelled = [str(_NUMBER_WORDS[w]) if w in _NUMBER_WORDS
+                   else "1" if w in ("a", "an") else w for w in words]
+        try:
+            length = parse_duration(" ".join(spelled))
+        except ValueError:
+            return None
+        return CommandEntry(kind, add_duration(ctx.event_start, length))
+    day: _Day | None = None
+    clock: _Clock | None = None
+    for t in arg:
+        if t.kind is _K.DATE and t.day is not None and day is None:
+            day = t.day
+        elif t.kind is _K.TIME and t.clock is not None and clock is None:
+            clock = t.clock
+        elif not (t.kind is _K.WORD and t.text in _LEAD):
+            return None
+    wall = resolve_clock(clock, ctx) if clock else None
+    if kind == "next" and (day or wall):
+        on = _resolve_day(day, ref, _When.FUTURE) if day else ref + timedelta(days=1)
+        if on is None:
+            return None
+        at = datetime.combine(on, wall or ctx.work_start, tzinfo=tz)
+        return CommandEntry("next", at) if at > ctx.event_start else None
+    if kind == "interview" and day:
+        on = _resolve_day(day, ref, _When.NEAREST)
+        return InterviewEntry(datetime.combine(on, wall or time(9, 0), tzinfo=tz)) \
+            if on else None
     return None
