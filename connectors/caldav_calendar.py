@@ -88,6 +88,8 @@ import icalendar
 from caldav.davclient import DAVClient
 from caldav.lib import error as dav_error
 
+from syncd import log as syncd_log
+from syncd import retry
 from syncd.errors import (
     AlreadyExists,
     AuthError,
@@ -496,6 +498,7 @@ class CalDavCalendar:
                 retryable=False,
             )
         self._cfg = cfg
+        syncd_log.register_secret(password)  # masked wherever it could be logged
         self._base = _strip_userinfo(cfg.url)
         if not self._base.endswith("/"):
             self._base += "/"
@@ -1025,17 +1028,33 @@ class CalDavCalendar:
         return _parse_multistatus(r.tree, url).items
 
     def _request(self, method: str, url: str, body: str, headers: Mapping[str, str]) -> _Resp:
-        """One HTTP request (plus the library's one-time auth negotiation).
-        401 raises AuthError; transport failures raise a retryable RemoteError;
-        every other status is returned for the caller to interpret."""
+        """One HTTP request, tried again while that is safe and useful
+        (`syncd.retry`: idempotent methods only; transport failures, 408/429/5xx;
+        every write here is conditional, so a retried write that had landed
+        meets 412 instead of landing twice). 401 raises AuthError; transport
+        failures raise a retryable RemoteError; every other status is returned
+        for the caller to interpret."""
+        return retry.call(
+            lambda: self._request_once(method, url, body, headers),
+            method=method,
+            result_delay=_retry_delay,
+            what=f"CalDAV {method} {_canon_path(url)}",
+        )
+
+    def _request_once(
+        self, method: str, url: str, body: str, headers: Mapping[str, str]
+    ) -> _Resp:
         where = _canon_path(url)
         try:
             resp = self._client.request(url, method, body, dict(headers))
         except dav_error.RateLimitError as e:
+            # caldav raises this for 429, and for 503 with Retry-After.
             wait = getattr(e, "retry_after_seconds", None)
-            raise RemoteError(
-                f"CalDAV server is rate limiting ({method} {where})",
-                hint=f"retry after {wait:.0f}s" if isinstance(wait, int | float) else "",
+            wait = float(wait) if isinstance(wait, int | float) else None
+            raise retry.ServerBusy(
+                f"CalDAV server is busy or rate limiting ({method} {where})",
+                hint=f"it asked to retry after {wait:.0f}s" if wait is not None else "",
+                retry_after=wait,
             ) from None
         except dav_error.AuthorizationError as e:
             status = e.status or 401
@@ -1043,7 +1062,7 @@ class CalDavCalendar:
                 self._basic_guess = False
                 self._client.auth = None
                 self._client.auth_type = None
-                return self._request(method, url, body, headers)
+                return self._request_once(method, url, body, headers)
             if status == 401:
                 raise self._auth_error() from None
             return _Resp(
@@ -1056,9 +1075,18 @@ class CalDavCalendar:
         except dav_error.DAVError as e:
             raise RemoteError(f"CalDAV {method} {where} failed: {type(e).__name__}") from None
         except OSError as e:  # niquests/requests ConnectionError, Timeout, TLS errors
+            if retry.is_tls_failure(e):
+                # A certificate that does not verify will not verify on the next
+                # try either: the user must act (TLS verification is never off).
+                raise RemoteError(
+                    f"CalDAV server {self._base}: TLS certificate verification failed",
+                    hint="if the server uses a private CA, set calendar.ca_bundle to its "
+                    "certificate (PEM)",
+                    retryable=False,
+                ) from None
             raise RemoteError(
                 f"CalDAV server unreachable ({method} {where}): {type(e).__name__}",
-                hint="check calendar.url, the network, and calendar.ca_bundle for TLS errors",
+                hint="check calendar.url and the network",
             ) from None
         except SyntaxError:  # lxml XMLSyntaxError: a body that claims XML but is not
             raise RemoteError(f"CalDAV server sent malformed XML ({method} {where})") from None
@@ -1091,6 +1119,14 @@ class CalDavCalendar:
         if r.status == 404:
             return NotFound(f"{what}: not found on {self._base}", retryable=False)
         return RemoteError(f"{what}: HTTP {r.status} from {self._base}", retryable=retryable)
+
+
+def _retry_delay(r: _Resp) -> float | None:
+    """For `retry.call`: None for a final answer; for one worth another try,
+    the server's Retry-After in seconds (0 when it gave none)."""
+    if r.status not in retry.RETRY_STATUSES:
+        return None
+    return retry.parse_retry_after(r.header("Retry-After")) or 0.0
 
 
 def _busy_spans(cal: Any, start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:

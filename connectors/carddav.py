@@ -51,6 +51,8 @@ import requests
 import structlog
 
 from connectors.files import CardError, vcard_to_contact
+from syncd import log as syncd_log
+from syncd import retry
 from syncd.errors import AuthError, RemoteError, SyncdError, UserError
 from syncd.model import Contact, ContactBatch, SourceProblem
 from syncd.settings import SourceConfig
@@ -471,6 +473,7 @@ class CardDavSource:
             s.verify = str(ca.expanduser()) if ca else True  # TLS is always verified
             if self._cfg.username:
                 self._password = self._secret()
+                syncd_log.register_secret(self._password)  # masked wherever logged
                 s.auth = (self._cfg.username, self._password)
             s.headers["User-Agent"] = "syncd (CardDAV)"
             self._session = s
@@ -499,8 +502,27 @@ class CardDavSource:
         depth: str,
         expect: int | None = 207,
     ) -> requests.Response:
-        """One request; transport failures and (with `expect`) unexpected
-        statuses become RemoteError/AuthError without the password."""
+        """One request, tried again while that is safe and useful (`syncd.retry`:
+        these are all reads; transport failures, 408/429/5xx, Retry-After
+        honoured). Transport failures and (with `expect`) unexpected statuses
+        become RemoteError/AuthError without the password."""
+        resp = retry.call(
+            lambda: self._send_once(method, url, body, depth),
+            method=method,
+            result_delay=_retry_delay,
+            what=f"CardDAV {method} {_safe(url)}",
+        )
+        if resp.status_code == 401:
+            raise AuthError(
+                f"CardDAV source {self.name!r}: {_safe(url)} rejected the credentials"
+                f" (HTTP 401) for user {self._cfg.username or '(none)'!r}",
+                hint="check `username:` and the password source (password_env/_file/_command)",
+            )
+        if expect is not None and resp.status_code != expect:
+            self._raise_for(resp, method, url)
+        return resp
+
+    def _send_once(self, method: str, url: str, body: str, depth: str) -> requests.Response:
         session = self._http()
         try:
             resp = session.request(
@@ -523,14 +545,6 @@ class CardDavSource:
                 f" {type(e).__name__}: {self._scrub(e)}",
                 retryable=True,
             ) from None
-        if resp.status_code == 401:
-            raise AuthError(
-                f"CardDAV source {self.name!r}: {_safe(url)} rejected the credentials"
-                f" (HTTP 401) for user {self._cfg.username or '(none)'!r}",
-                hint="check `username:` and the password source (password_env/_file/_command)",
-            )
-        if expect is not None and resp.status_code != expect:
-            self._raise_for(resp, method, url)
         return resp
 
     def _raise_for(self, resp: requests.Response, method: str, url: str) -> None:
@@ -543,10 +557,15 @@ class CardDavSource:
                 hint=f"check that user {self._cfg.username!r} may read this address book",
                 retryable=False,
             )
-        raise RemoteError(
-            f"CardDAV source {self.name!r}: {method} {_safe(url)} answered HTTP {status}",
-            retryable=True,
-        )
+        message = f"CardDAV source {self.name!r}: {method} {_safe(url)} answered HTTP {status}"
+        if status in (429, 503):
+            wait = retry.parse_retry_after(resp.headers.get("Retry-After"))
+            raise retry.ServerBusy(
+                message, hint=f"it asked to retry after {wait:.0f}s" if wait else "",
+                retry_after=wait)
+        # rclone's split: a later try may fix a server or gateway failure, not
+        # a request the server understood and refused (400, 405, 409, 412, …).
+        raise RemoteError(message, retryable=status in retry.RETRY_STATUSES)
 
     def _not_found(self, url: str) -> RemoteError:
         return RemoteError(
@@ -611,6 +630,14 @@ def _read_props(prop: ET.Element, m: _Member) -> None:
             m.hrefs[local] = [
                 (h.text or "").strip() for h in el.findall(_tag(DAV, "href")) if h.text
             ]
+
+
+def _retry_delay(resp: requests.Response) -> float | None:
+    """For `retry.call`: None for a final answer; for one worth another try,
+    the server's Retry-After in seconds (0 when it gave none)."""
+    if resp.status_code not in retry.RETRY_STATUSES:
+        return None
+    return retry.parse_retry_after(resp.headers.get("Retry-After")) or 0.0
 
 
 def _status(line: str | None) -> int | None:

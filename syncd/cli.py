@@ -13,11 +13,15 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from syncd import __version__
 from syncd.errors import SyncdError, UserError
 from syncd.settings import CalendarConfig, SourceConfig
+
+if TYPE_CHECKING:
+    from syncd.starter import Answers
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -63,9 +67,41 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--no-browser", action="store_true")
     rp = sub.add_parser("report", help="write the HTML report")
     rp.add_argument("--out", type=Path, default=Path("syncd-report.html"))
-    ini = sub.add_parser("init", help="write a commented starter config")
+    ini = sub.add_parser("init", help="set up a config: interactive on a terminal, or from "
+                         "flags; with neither, a commented starter config")
     ini.add_argument("--force", action="store_true", help="overwrite an existing file")
+    _init_flags(ini)
+    sub.add_parser("doctor", help="check the config, each source and the calendar")
     return p
+
+
+def _init_flags(ini: argparse.ArgumentParser) -> None:
+    ini.add_argument("--interactive", action="store_true",
+                     help="ask questions even when stdin is not a terminal")
+    ini.add_argument("--no-verify", action="store_true",
+                     help="write without checking the connections")
+    ini.add_argument("--timezone", metavar="ZONE", help="your IANA zone (default: the system's)")
+    ini.add_argument("--days", metavar="DAYS", help="working days, e.g. mon-fri (default)")
+    ini.add_argument("--hours", metavar="START-END", help="working hours, e.g. 08:00-18:30")
+    ini.add_argument("--contacts-file", metavar="PATH", action="append", type=Path,
+                     default=[], help="a .vcf or .csv export (repeatable)")
+    ini.add_argument("--carddav-url", metavar="URL", help="a CardDAV address book or account")
+    ini.add_argument("--carddav-username", metavar="USER")
+    ini.add_argument("--carddav-password-env", metavar="VAR",
+                     help="environment variable holding the CardDAV password")
+    ini.add_argument("--google-contacts", action="store_true", help="add Google Contacts")
+    ini.add_argument("--outlook-contacts", action="store_true",
+                     help="add Outlook / Microsoft 365 contacts")
+    ini.add_argument("--calendar-type", choices=["caldav", "google", "graph"],
+                     help="default: caldav")
+    ini.add_argument("--calendar-url", metavar="URL", help="CalDAV server, account or calendar")
+    ini.add_argument("--calendar-name", metavar="NAME", default="Follow-ups",
+                     help="calendar to write to, created when missing (default: Follow-ups)")
+    ini.add_argument("--username", metavar="USER", help="CalDAV user name")
+    ini.add_argument("--password-env", metavar="VAR",
+                     help="environment variable holding the CalDAV password")
+    ini.add_argument("--client-id", metavar="ID",
+                     help="Azure app (client) ID for --outlook-contacts / --calendar-type graph")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -77,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers: dict[str, Handler] = {
         "run": cmd_run, "sync": cmd_sync, "status": cmd_status, "attempts": cmd_attempts,
         "log": cmd_log, "config": cmd_config, "auth": cmd_auth, "report": cmd_report,
-        "init": cmd_init, "agenda": cmd_agenda,
+        "init": cmd_init, "agenda": cmd_agenda, "doctor": cmd_doctor,
     }
     try:
         return handlers[args.command](args)
@@ -113,16 +149,83 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from syncd.starter import write_starter
+    from syncd.starter import refuse_existing, write_starter
+    from syncd.wizard import from_flags, interactive
 
     path = _config_path(args)
-    write_starter(path, force=args.force)
-    print(f"wrote {path}\nnext: edit it, then run `syncd config check` and `syncd sync`")
+    refuse_existing(path, args.force)
+    answers = _init_answers(args)
+    given = bool(answers.sources or args.calendar_url or args.calendar_type)
+    if args.interactive or (not given and sys.stdin.isatty() and sys.stdout.isatty()):
+        steps = interactive(path, answers, verify=not args.no_verify, force=args.force)
+    elif given:
+        from rich.console import Console
+
+        steps = from_flags(answers, path, not args.no_verify,
+                           Console(highlight=False, soft_wrap=True), args.force)
+    else:
+        write_starter(path, force=args.force)
+        print(f"wrote {path}\nnext: edit it, then run `syncd config check` and `syncd sync`")
+        return 0
+    print(f"wrote {path}\nnext: " + "; then ".join(f"`{s}`" for s in steps))
     return 0
+
+
+def _init_answers(args: argparse.Namespace) -> Answers:
+    """`syncd init`'s flags as answers (the defaults of the interactive path)."""
+    from syncd.config import system_timezone
+    from syncd.starter import Answers, CalendarAnswer, SourceAnswer
+    from syncd.wizard import parse_days, parse_env_name, parse_hours, parse_zone, source_name
+
+    a = Answers(timezone=parse_zone(args.timezone) if args.timezone else system_timezone())
+    if args.days:
+        a.days = parse_days(args.days)
+    if args.hours:
+        a.start, a.end = parse_hours(args.hours)
+    taken: list[str] = []
+
+    def add(s: SourceAnswer) -> None:
+        taken.append(s.name)
+        a.sources.append(s)
+
+    for f in args.contacts_file:
+        p = f.expanduser().resolve()
+        add(SourceAnswer(name=source_name(p.stem, taken), type="file", path=p))
+    if args.carddav_url:
+        add(SourceAnswer(name=source_name("cards", taken), type="carddav", url=args.carddav_url,
+                         username=args.carddav_username,
+                         password_env=parse_env_name(args.carddav_password_env)
+                         if args.carddav_password_env else None))
+    if args.google_contacts:
+        add(SourceAnswer(name=source_name("google", taken), type="google"))
+    if args.outlook_contacts:
+        add(SourceAnswer(name=source_name("outlook", taken), type="outlook",
+                         client_id=args.client_id))
+    kind = args.calendar_type or ("caldav" if args.calendar_url else None)
+    if kind == "caldav" and not args.calendar_url and not args.interactive:
+        raise UserError("--calendar-type caldav needs --calendar-url URL")
+    if kind:
+        a.calendar = CalendarAnswer(
+            type=kind, url=args.calendar_url if kind == "caldav" else None,
+            calendar=args.calendar_name, username=args.username,
+            password_env=parse_env_name(args.password_env) if args.password_env else None,
+            client_id=args.client_id if kind == "graph" else None)
+    return a
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from syncd.doctor import Finding, run
+
+    def emit(f: Finding) -> None:
+        print(f.line(), flush=True)
+
+    now_fn = _now_fn()
+    return run(_config_path(args), emit, now_fn() if now_fn else None)
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
     from syncd.cycle import Cycle
+    from syncd.daemon import sync_step_hook
     from syncd.store import Store, lock_state_dir
     from syncd.wiring import make_all
 
@@ -130,8 +233,12 @@ def cmd_sync(args: argparse.Namespace) -> int:
     lock = lock_state_dir(cfg.state_dir)
     store = Store(cfg.state_dir)
     sources, calendar = make_all(cfg)
+    from syncd.progress import for_stream
+
     try:
-        res = Cycle(cfg, store, sources, calendar, now=_now_fn()).run()
+        with for_stream(sys.stderr) as progress:
+            res = Cycle(cfg, store, sources, calendar, now=_now_fn(),
+                        step_hook=sync_step_hook(), progress=progress).run()
     finally:
         for s in sources:
             s.close()
@@ -148,7 +255,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from syncd.daemon import Daemon
 
-    return Daemon(_load(args)).run()
+    return Daemon(_load(args), now=_now_fn()).run()
 
 
 def _now_fn() -> Callable[[], datetime] | None:
@@ -167,6 +274,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     data = collect(cfg, _now_fn())
     if args.json:
         print(json.dumps(data, indent=2, ensure_ascii=False))
+    elif sys.stdout.isatty():
+        from syncd.status_table import print_status
+
+        tz = ZoneInfo(cfg.timezone)
+        now_fn = _now_fn()
+        print_status(data, now_fn() if now_fn else datetime.now(tz), tz)
     else:
         print(render_text(data))
     return 0
@@ -236,7 +349,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from syncd.report import write_report
 
     cfg = _load(args)
-    write_report(cfg, args.out)
+    write_report(cfg, args.out, _now_fn())
     print(f"wrote {args.out}")
     return 0
 

@@ -76,6 +76,7 @@ def _reconcile_event(db: sqlite3.Connection, ev: RemoteEvent, cfg: Config,
         return
     if fu["etag"] == ev.etag and fu["ref"] == ev.ref:
         return  # our own write coming back
+    fu = _resolve_intent(db, fu, ev)
     moved = parse_iso(fu["start"]) != ev.start
     split = notes.split(ev.description, fu["block"])
     user_tz = ZoneInfo(cfg.timezone)
@@ -103,6 +104,26 @@ def _reconcile_event(db: sqlite3.Connection, ev: RemoteEvent, cfg: Config,
         (ev.ref, ev.etag, iso(ev.start), iso(ev.end), ev.description, status, touched,
          int(bool(fu["user_moved"]) or moved), fu["id"]),
     )
+
+
+def _resolve_intent(db: sqlite3.Connection, fu: sqlite3.Row, ev: RemoteEvent) -> sqlite3.Row:
+    """A write syncd recorded as intent but whose commit a crash prevented:
+    if the event shows it landed, it is syncd's own (promote the intended
+    block, times and summary); either way the intent is settled now."""
+    if not fu["pending"]:
+        return fu
+    intent = json.loads(fu["pending"])
+    landed = ev.summary == intent.get("summary") and (
+        "start" not in intent or parse_iso(intent["start"]) == ev.start)
+    if landed and intent["op"] == "update":
+        db.execute("UPDATE followups SET start=?, end=?, summary=?, title=?, block=?, basis=? "
+                   "WHERE id=?", (intent["start"], intent["end"], intent["summary"],
+                                  intent["title"], intent["block"], intent["basis"], fu["id"]))
+    elif landed and intent["op"] == "history":
+        db.execute("UPDATE followups SET summary=? WHERE id=?", (intent["summary"], fu["id"]))
+    db.execute("UPDATE followups SET pending=NULL WHERE id=?", (fu["id"],))
+    row: sqlite3.Row = db.execute("SELECT * FROM followups WHERE id=?", (fu["id"],)).fetchone()
+    return row
 
 
 def _store_entries(db: sqlite3.Connection, fu: sqlite3.Row, parsed: list[notes.ParsedLine],
@@ -163,8 +184,13 @@ def _put(db: sqlite3.Connection, key: str, fu: sqlite3.Row, kind: str, at: str |
 
 def _event_deleted(db: sqlite3.Connection, ref: str) -> None:
     db.execute("DELETE FROM events WHERE ref=?", (ref,))
-    fu = db.execute("SELECT id, status FROM followups WHERE ref=?", (ref,)).fetchone()
+    fu = db.execute("SELECT id, status, pending FROM followups WHERE ref=?", (ref,)).fetchone()
     if fu is None:
+        return
+    if fu["pending"] and json.loads(fu["pending"])["op"] == "delete":
+        # syncd's own delete, whose commit a crash prevented.
+        db.execute("UPDATE followups SET status='cancelled', ref=NULL, pending=NULL WHERE id=?",
+                   (fu["id"],))
         return
     # Deleted by the user: treated as skip, never resurrected. A done one keeps
     # its attempts (the user's log is not thrown away with the event).

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from syncd import learning
+from syncd import learning, retry
 from syncd.cycle import load_inputs
 from syncd.errors import UserError
 from syncd.model import Channel, Outcome
@@ -71,18 +71,28 @@ def collect(cfg: Config, now_fn: Callable[[], datetime] | None = None) -> dict[s
             })
         sources = []
         by_name = {r["name"]: r for r in db.execute("SELECT * FROM sources")}
+        backoffs = retry.load(db)
+        zone = ZoneInfo(cfg.timezone)
+
+        def next_try(key: str) -> str | None:
+            # When the daemon tries a failed remote again (None: next cycle).
+            b = backoffs.get(key)
+            return None if b is None else iso(b.next_try.astimezone(zone))
         for s in cfg.contacts:
             r = by_name.get(s.name)
             sources.append({
                 "name": s.name, "kind": s.type,
                 "last_sync": r["last_sync"] if r else None,
                 "last_error": r["last_error"] if r else None,
+                # A file is read again every cycle; only remote sources back off.
+                "next_try": None if s.type == "file" else next_try(retry.key_for_source(s.name)),
                 "skipped": [{"where": w, "problem": m}
                             for w, m in json.loads(r["problems"])] if r else [],
             })
         return {"contacts": contacts, "sources": sources,
                 "calendar": {"type": cfg.calendar.type if cfg.calendar else None,
-                             "last_error": store.kv_get("calendar.error")}}
+                             "last_error": store.kv_get("calendar.error"),
+                             "next_try": next_try(retry.KEY_CALENDAR)}}
     finally:
         store.close()
 

@@ -126,6 +126,12 @@ MIGRATIONS: list[str] = [
               AND abs(julianday(n.at) - julianday(e.at))
                   <= CASE WHEN n.time_inferred THEN 0.5 ELSE 1.0 / 24 END));
     """,
+    # 5: write-ahead intent for updates and deletes (creates use status
+    # 'creating'): what syncd is about to write, so that after a crash between
+    # the remote write and its commit the change is recognised as syncd's own.
+    """
+    ALTER TABLE followups ADD COLUMN pending TEXT;
+    """,
 ]
 
 
@@ -141,8 +147,19 @@ class Lock:
 
 
 def ensure_state_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True)
+    """The state directory, mode 0700 (it holds tokens and the attempt log)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(path, 0o700)
+
+
+def _private_file(path: Path) -> None:
+    """Create `path` 0600 if missing (never readable by others, not even for
+    an instant), and tighten an existing file to 0600."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
 
 
 def lock_state_dir(path: Path) -> Lock:
@@ -174,11 +191,14 @@ class Store:
     def __init__(self, state_dir: Path) -> None:
         ensure_state_dir(state_dir)
         self.path = state_dir / "state.db"
-        fresh = not self.path.exists()
+        # SQLite creates the -wal and -shm files with the database's mode, so
+        # a 0600 database keeps them 0600 too; older ones are tightened here.
+        for suffix in ("", "-wal", "-shm"):
+            f = self.path.with_name(self.path.name + suffix)
+            if suffix == "" or f.exists():
+                _private_file(f)
         # isolation_level=None: we issue BEGIN/COMMIT ourselves (tx()).
         self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
-        if fresh:
-            os.chmod(self.path, 0o600)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         # FULL: a commit survives a power cut (fsync of the WAL on commit).

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli_env import Env, make_env
+from tests.conftest_google import google, google_tls, google_token  # noqa: F401
 from tests.servers import DavServer, start_radicale, start_xandikos
 
 
@@ -43,3 +44,4 @@ def tmp_state(tmp_path: Path) -> Path:
     d = tmp_path / "state"
     d.mkdir()
     return d
+from tests.conftest_microsoft import ms, ms_ca  # noqa: E402,F401  (Microsoft emulators)

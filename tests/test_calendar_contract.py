@@ -30,6 +30,8 @@ from syncd.errors import AlreadyExists, AuthError, NotFound, PreconditionFailed,
 from syncd.model import EventChanges, EventDraft, RemoteEvent
 from syncd.ports import Calendar
 from syncd.settings import CalendarConfig, Connection
+from tests.conftest_google import google_calendar_backend
+from tests.conftest_microsoft import GraphBackend
 from tests.servers import DavServer, free_port
 
 NY = ZoneInfo("America/New_York")
@@ -220,6 +222,10 @@ BACKENDS: list[tuple[str, BackendFactory]] = [
             r.getfixturevalue("radicale"), use_sync_collection=False, id="radicale-etags"
         ),
     ),
+    # Microsoft Graph (Outlook) on the local Graph + identity emulators.
+    ("graph", lambda r: GraphBackend(r.getfixturevalue("ms"))),
+    # Google Calendar API v3 on the local emulator (tests/emulators/google_calendar.py).
+    ("google", google_calendar_backend),
 ]
 
 

@@ -29,6 +29,8 @@ from syncd.errors import AuthError, RemoteError
 from syncd.model import Contact, ContactBatch
 from syncd.ports import ContactSource
 from syncd.settings import Secret, SourceConfig
+from tests.conftest_google import GooglePeopleDriver
+from tests.conftest_microsoft import OutlookDriver
 from tests.servers import DavServer, free_port, wait_listening
 
 DATA = Path(__file__).parent / "data"
@@ -216,6 +218,8 @@ BACKENDS = [
     "carddav-xandikos",
     "carddav-etag-radicale",
     "carddav-etag-xandikos",
+    "outlook",
+    "google",
 ]
 
 
@@ -226,6 +230,12 @@ def driver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Driver]:
         yield VcfDriver(tmp_path / "contacts.vcf")
     elif kind == "csv":
         yield CsvDriver(tmp_path / "contacts.csv")
+    elif kind == "google":  # the People API emulator
+        yield GooglePeopleDriver(
+            request.getfixturevalue("google"), request.getfixturevalue("google_token"), tmp_path
+        )
+    elif kind == "outlook":
+        yield OutlookDriver(request.getfixturevalue("ms"))  # the Graph emulator
     else:
         server: DavServer = request.getfixturevalue(kind.rsplit("-", 1)[1])
         d = CardDavDriver(server, sync_collection="etag" not in kind)

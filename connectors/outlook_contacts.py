@@ -1,0 +1,313 @@
+"""The `ContactSource` port on Outlook / Microsoft 365 contacts (Microsoft Graph).
+
+Folders
+    The default Contacts folder (`/me/contactFolders/contacts`) plus its child
+    folders (`/me/contactFolders`, which lists only the children); `folders:`
+    restricts the read to the named ones (display names, case-insensitive).
+    Nested grandchild folders are not read.
+Delta
+    One change-tracking round per folder: `GET
+    /me/contactFolders/{id}/contacts/delta?$select=…`, following
+    `@odata.nextLink` until `@odata.deltaLink`. The cursor (JSON) holds each
+    folder's deltaLink and is committed by the core together with the rows.
+    Requests carry `Prefer: IdType="ImmutableId"` (ids survive moves between
+    folders; a move shows up as an upsert in the new folder, never as a
+    removal) and `odata.maxpagesize`.
+Removals
+    `@removed` entries → `removed` uids (the core keeps the history). A contact
+    that no longer matches `categories:` is reported removed as well.
+Resync
+    410 / `SyncStateNotFound` / `resyncRequired` (or 400 with those codes) on
+    any page → one full re-read of every folder, `full=True`, de-duplicated
+    by id. Any other failure of a nextLink mid-round restarts that folder's
+    round once from its start (pages already fetched are dropped); if that
+    fails too, the read fails and the stored cursor stays as it was. A
+    change in the folder set or in `folders:`/`categories:` also means a
+    full re-read.
+Mapping
+    uid = Graph id; name = displayName (else given/middle/surname, else
+    fileAs); e-mails = emailAddresses[].address; phones = mobile, business,
+    home; company = companyName; title = jobTitle; note = personalNotes;
+    labels = categories. A contact without any name is skipped and reported
+    as a problem at its Graph URL.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from connectors.graph_http import DeltaExpired, GraphClient, GraphSession
+from connectors.msal_auth import MsalTokens
+from syncd.errors import RemoteError
+from syncd.model import Contact, ContactBatch, SourceProblem
+from syncd.settings import SourceConfig
+
+_CURSOR_VERSION = 1
+SELECT = (
+    "id,displayName,givenName,middleName,surname,fileAs,emailAddresses,mobilePhone,"
+    "businessPhones,homePhones,companyName,jobTitle,personalNotes,categories"
+)
+
+
+@dataclass
+class _Round:
+    """What one folder's delta round returned."""
+
+    upserts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    removed: set[str] = field(default_factory=set)
+    link: str = ""
+
+
+class _Resync(Exception):
+    pass
+
+
+class OutlookContactsSource:
+    kind = "outlook"
+
+    def __init__(self, cfg: SourceConfig, state_dir: Path, *, page_size: int = 100,
+                 client: GraphClient | None = None) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self.page_size = page_size
+        if client is None:
+            session = GraphSession(cfg.connection)
+            tokens = MsalTokens(cfg, state_dir, session=session)
+            client = GraphClient(cfg.connection, tokens, who=f"contact source {cfg.name!r}",
+                                 session=session)
+        self.client = client
+        self._prefer = {
+            "Prefer": f'IdType="ImmutableId", odata.maxpagesize={page_size}',
+        }
+
+    @property
+    def http_session(self) -> GraphSession:
+        return self.client.session
+
+    def close(self) -> None:
+        self.client.close()
+
+    # ---- the port ---------------------------------------------------------------
+
+    def read(self, cursor: str | None) -> ContactBatch:
+        folders = self._folders()
+        state = self._parse_cursor(cursor, folders)
+        if state is not None:
+            try:
+                return self._incremental(folders, state)
+            except _Resync:
+                pass  # expired delta state: one full re-read below
+        try:
+            return self._full(folders)
+        except _Resync:
+            raise RemoteError(
+                f"contact source {self.name!r}: Graph expired the change-tracking state "
+                "during a full read; the next cycle tries again"
+            ) from None
+
+    # ---- rounds ------------------------------------------------------------------
+
+    def _full(self, folders: dict[str, str]) -> ContactBatch:
+        upserts: dict[str, dict[str, Any]] = {}
+        links: dict[str, str] = {}
+        for fid in sorted(folders):
+            r = self._round(self._initial(fid))
+            upserts.update(r.upserts)
+            links[fid] = r.link
+        contacts, problems, unmatched = self._convert(upserts)
+        del unmatched  # a full read lists only the matching contacts
+        return ContactBatch(
+            contacts=contacts, removed=(), cursor=self._cursor(links), full=True,
+            problems=problems,
+        )
+
+    def _incremental(self, folders: dict[str, str], state: dict[str, str]) -> ContactBatch:
+        upserts: dict[str, dict[str, Any]] = {}
+        removed: set[str] = set()
+        links: dict[str, str] = {}
+        for fid in sorted(folders):
+            start = state.get(fid) or self._initial(fid)  # a new folder: its first round
+            r = self._round(start)
+            upserts.update(r.upserts)
+            removed |= r.removed
+            links[fid] = r.link
+        contacts, problems, unmatched = self._convert(upserts)
+        # A move between folders is a removal in one and an upsert in another.
+        gone = (removed - set(upserts)) | unmatched
+        return ContactBatch(
+            contacts=contacts, removed=tuple(sorted(gone)), cursor=self._cursor(links),
+            full=False, problems=problems,
+        )
+
+    def _round(self, start: str) -> _Round:
+        """One delta round from `start` to its deltaLink. An expired state
+        anywhere raises _Resync; another failure on a nextLink restarts the
+        round once from `start`."""
+        for attempt in (1, 2):
+            r = _Round()
+            url = start
+            first = True
+            try:
+                while True:
+                    try:
+                        page = self.client.get_json(url, headers=self._prefer)
+                    except DeltaExpired:
+                        raise _Resync() from None
+                    except RemoteError:
+                        if first or attempt == 2:
+                            raise
+                        raise _Restart() from None
+                    first = False
+                    for item in page.get("value") or []:
+                        if not isinstance(item, dict) or not item.get("id"):
+                            continue
+                        cid = str(item["id"])
+                        if "@removed" in item:
+                            r.upserts.pop(cid, None)
+                            r.removed.add(cid)
+                        else:
+                            r.removed.discard(cid)
+                            r.upserts[cid] = item
+                    nxt = page.get("@odata.nextLink")
+                    if isinstance(nxt, str) and nxt:
+                        url = nxt
+                        continue
+                    link = page.get("@odata.deltaLink")
+                    if not isinstance(link, str) or not link:
+                        raise RemoteError(f"contact source {self.name!r}: a delta page "
+                                          "without nextLink or deltaLink")
+                    r.link = link
+                    return r
+            except _Restart:
+                continue
+        raise AssertionError("unreachable")
+
+    def _initial(self, folder_id: str) -> str:
+        return f"/me/contactFolders/{quote(folder_id, safe='')}/contacts/delta?$select={SELECT}"
+
+    # ---- folders -----------------------------------------------------------------
+
+    def _folders(self) -> dict[str, str]:
+        """id -> display name of the folders to read."""
+        root = self.client.get_json("/me/contactFolders/contacts", headers=self._prefer)
+        found = {str(root["id"]): str(root.get("displayName") or "Contacts")}
+        url: str | None = "/me/contactFolders?$top=100"
+        while url:
+            page = self.client.get_json(url, headers=self._prefer)
+            for f in page.get("value") or []:
+                if isinstance(f, dict) and f.get("id"):
+                    found[str(f["id"])] = str(f.get("displayName") or "")
+            nxt = page.get("@odata.nextLink")
+            url = nxt if isinstance(nxt, str) and nxt else None
+        if not self.cfg.folders:
+            return found
+        wanted = {n.casefold() for n in self.cfg.folders}
+        chosen = {i: n for i, n in found.items() if n.casefold() in wanted}
+        missing = wanted - {n.casefold() for n in chosen.values()}
+        if missing:
+            names = sorted(n for n in self.cfg.folders if n.casefold() in missing)
+            raise RemoteError(
+                f"contact source {self.name!r}: contact folder(s) {', '.join(map(repr, names))} "
+                f"not found; available: {', '.join(repr(n) for n in sorted(found.values()))}",
+                hint=f"fix contacts[{self.name}].folders in the config",
+                retryable=False,
+            )
+        return chosen
+
+    # ---- cursor -------------------------------------------------------------------
+
+    def _settings(self) -> list[list[str]]:
+        return [sorted(n.casefold() for n in self.cfg.folders),
+                sorted(c.casefold() for c in self.cfg.categories)]
+
+    def _cursor(self, links: dict[str, str]) -> str:
+        return json.dumps({"v": _CURSOR_VERSION, "base": self.client.base,
+                           "cfg": self._settings(), "links": links},
+                          separators=(",", ":"), sort_keys=True)
+
+    def _parse_cursor(self, cursor: str | None, folders: dict[str, str]
+                      ) -> dict[str, str] | None:
+        """The deltaLinks per folder, or None for a full read (no cursor, an
+        unreadable one, other settings, or a folder gone since)."""
+        if not cursor:
+            return None
+        try:
+            st = json.loads(cursor)
+        except ValueError:
+            return None
+        if not isinstance(st, dict) or st.get("v") != _CURSOR_VERSION:
+            return None
+        if st.get("base") != self.client.base or st.get("cfg") != self._settings():
+            return None
+        links = st.get("links")
+        if not isinstance(links, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and self.client.owns(v)
+            for k, v in links.items()
+        ):
+            return None
+        if set(links) - set(folders):
+            return None  # a folder went away: its contacts must go too
+        return links
+
+    # ---- mapping ------------------------------------------------------------------
+
+    def _convert(self, items: dict[str, dict[str, Any]]
+                 ) -> tuple[tuple[Contact, ...], tuple[SourceProblem, ...], set[str]]:
+        contacts: list[Contact] = []
+        problems: list[SourceProblem] = []
+        unmatched: set[str] = set()
+        wanted = {c.casefold() for c in self.cfg.categories}
+        for cid in sorted(items):
+            item = items[cid]
+            labels = tuple(str(c) for c in item.get("categories") or [] if c)
+            if wanted and not wanted & {c.casefold() for c in labels}:
+                unmatched.add(cid)
+                continue
+            contact = self._contact(cid, item, labels)
+            if contact is None:
+                problems.append(SourceProblem(
+                    where=f"{self.client.base}/me/contacts/{quote(cid, safe='')}",
+                    message="contact has no name; skipped",
+                ))
+                continue
+            contacts.append(contact)
+        return tuple(contacts), tuple(problems), unmatched
+
+    def _contact(self, cid: str, c: dict[str, Any], labels: tuple[str, ...]) -> Contact | None:
+        parts = [str(c.get(k) or "").strip() for k in ("givenName", "middleName", "surname")]
+        name = (str(c.get("displayName") or "").strip() or " ".join(p for p in parts if p)
+                or str(c.get("fileAs") or "").strip())
+        if not name:
+            return None
+        emails = _unique(str(e.get("address") or "").strip()
+                         for e in c.get("emailAddresses") or [] if isinstance(e, dict))
+        phones = _unique([str(c.get("mobilePhone") or "").strip(),
+                          *(str(p).strip() for p in c.get("businessPhones") or []),
+                          *(str(p).strip() for p in c.get("homePhones") or [])])
+        return Contact(
+            source=self.name,
+            uid=cid,
+            name=name,
+            emails=emails,
+            phones=phones,
+            company=str(c.get("companyName") or "").strip(),
+            title=str(c.get("jobTitle") or "").strip(),
+            labels=labels,
+            note=str(c.get("personalNotes") or "").replace("\r\n", "\n"),
+        )
+
+
+class _Restart(Exception):
+    pass
+
+
+def _unique(values: Any) -> tuple[str, ...]:
+    out: list[str] = []
+    for v in values:
+        if v and v not in out:
+            out.append(v)
+    return tuple(out)
