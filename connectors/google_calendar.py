@@ -80,6 +80,7 @@ import structlog
 from connectors.google_common import ApiStatus, GoogleApi
 from syncd.errors import AlreadyExists, NotFound, PreconditionFailed, RemoteError
 from syncd.model import EventChanges, EventDraft, RemoteEvent
+from syncd.notes import html_to_text, looks_like_html
 from syncd.settings import CalendarConfig
 
 log = structlog.get_logger("syncd")
@@ -173,7 +174,7 @@ def parse_event(ev: dict[str, Any]) -> RemoteEvent | None:
         start=start,
         end=end or start,
         summary=clean_text(str(ev.get("summary") or "")),
-        description=clean_text(str(ev.get("description") or "")),
+        description=clean_text(_as_text(str(ev.get("description") or ""))),
         syncd_id=str(marker) if isinstance(marker, str) and marker else None,
         attendees=attendees,
     )
@@ -474,3 +475,10 @@ class GoogleCalendar:
                 if s < end and e > start:
                     out.append((s, e))
         return sorted(out)
+
+
+def _as_text(description: str) -> str:
+    """Google Calendar's web UI saves notes as HTML (<br> between lines);
+    read them as the text the user sees."""
+    return html_to_text(description) if looks_like_html(description) else description
+

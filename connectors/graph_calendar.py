@@ -52,7 +52,6 @@ Text
 
 from __future__ import annotations
 
-import html
 import json
 import re
 import uuid
@@ -69,6 +68,7 @@ from connectors.graph_http import DeltaExpired, GraphClient, GraphSession
 from connectors.msal_auth import MsalTokens
 from syncd.errors import AlreadyExists, NotFound, RemoteError
 from syncd.model import EventChanges, EventDraft, RemoteEvent
+from syncd.notes import html_to_text
 from syncd.settings import CalendarConfig
 
 PROP_GUID = "{8c3b7a52-5d1e-4f0a-9b8e-6a2f1c4d7e90}"
@@ -163,12 +163,6 @@ def _odata_string(value: str) -> str:
 def _qs(params: dict[str, str]) -> str:
     return "&".join(f"{k}={quote(v, safe=chr(36) + chr(39) + '(),:/{}')}"
                     for k, v in params.items())
-
-
-def html_to_text(content: str) -> str:
-    text = re.sub(r"(?is)<(script|style|head)\b.*?</\1>", "", content)
-    text = re.sub(r"(?i)<br\s*/?>|</p>|</div>", "\n", text)
-    return html.unescape(re.sub(r"<[^>]+>", "", text)).strip("\n")
 
 
 @dataclass(frozen=True)

@@ -1334,3 +1334,27 @@ def _command_argument(kind: str, arg: list[_Tok], ctx: LineContext) -> Entry | N
         return InterviewEntry(datetime.combine(on, wall or time(9, 0), tzinfo=tz)) \
             if on else None
     return None
+
+
+# --------------------------------------------------------------------------
+# HTML notes
+
+_HTML_MARK = re.compile(r"(?i)<br\s*/?>|</(?:p|div|li|span|b|i|u|a|ul|ol)>|&nbsp;")
+
+
+def looks_like_html(text: str) -> bool:
+    """Notes edited in Google Calendar's web UI or Outlook come back as HTML
+    (<br> for line breaks); notes written through the APIs are plain text."""
+    return bool(_HTML_MARK.search(text))
+
+
+def html_to_text(content: str) -> str:
+    """The text a person sees in HTML notes: line breaks for <br>, paragraph
+    and list ends; no tags; entities decoded. The notes are then read, and
+    written back, as that text."""
+    import html
+
+    text = re.sub(r"(?is)<(script|style|head)\b.*?</\1>", "", content)
+    text = re.sub(r"(?i)<br\s*/?>|</p>|</div>|</li>", "\n", text)
+    return html.unescape(re.sub(r"<[^>]+>", "", text)).replace("\xa0", " ").strip("\n")
+

@@ -929,6 +929,30 @@ def test_google_contacts_to_google_calendar_and_back(cli: Cli) -> None:
                                      for e in cli.live_events())
 
 
+def test_notes_edited_in_the_web_ui_as_html_are_read_as_text(cli: Cli) -> None:
+    """Google Calendar's web UI saves a description as HTML: <br> between
+    lines, entities for &. The user's lines are read from the text."""
+    cli.emu.people.add_contact("Jane Roe", ["jane@acme.example"], ["+1 212 555 0101"],
+                               labels=["Job search"])
+    cli.run("sync")
+    ev = next(e for e in cli.live_events() if e["summary"].startswith("Call Jane"))
+    as_html = ev["description"].replace("\n", "<br>") + "9:10 no answer<br>R&amp;D said: later"
+    other = requests.Session()
+    other.headers.update(cli.emu.bearer(CALENDAR_SCOPES))
+    target = cli.emu.calendar.calendar_named("Follow-ups")
+    assert target is not None
+    edit = other.patch(
+        f"{cli.emu.calendar_endpoint}calendars/{quote(target.id, safe='')}/events/{ev['id']}",
+        json={"description": as_html}, headers={"If-Match": ev["etag"]}, timeout=10)
+    assert edit.status_code == 200, edit.text
+    cli.run("sync", now="2026-11-25T20:00:00+00:00")
+    attempts = json.loads(cli.run("attempts", "--json").stdout)
+    assert [(a["at"], a["outcome"]) for a in attempts] == [
+        ("2026-11-25T09:10:00-05:00", "no_answer")]
+    jane = next(c for c in cli.status()["contacts"] if c["name"] == "Jane Roe")
+    assert jane["unparsed"] == ["R&D said: later"]
+
+
 def test_revoked_google_grant_fails_only_that_source(cli: Cli) -> None:
     cli.emu.people.add_contact("Jane Roe", ["jane@acme.example"], labels=["Job search"])
     cli.emu.oauth.revoke(cli.contacts_refresh)
