@@ -647,6 +647,18 @@ class CalDavCalendar:
             return self._etag_changes(cal, old)
         return self._etag_changes(cal, None)
 
+    def busy_events(self, start: datetime, end: datetime) -> list[RemoteEvent]:
+        start, end = _aware(start), _aware(end)
+        out: list[RemoteEvent] = []
+        for name in self._cfg.busy_calendars:
+            info = self._find_named(name)
+            for item in self._query(info, start, end):
+                ev = parse_event(item.path, item.text(f"{_DAV}getetag") or "",
+                                 item.text(f"{_CAL}calendar-data") or "")
+                if ev is not None and ev.start < end and ev.end > start:
+                    out.append(ev)
+        return out
+
     def busy(self, start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
         start, end = _aware(start), _aware(end)
         out: list[tuple[datetime, datetime]] = []
@@ -939,6 +951,16 @@ class CalDavCalendar:
         self, info: _CalInfo, start: datetime, end: datetime
     ) -> list[tuple[datetime, datetime]]:
         # RFC 4791 §9.9 time-range; recurrences are expanded client-side.
+        out: list[tuple[datetime, datetime]] = []
+        for item in self._query(info, start, end):
+            cal = _parse_calendar(item.text(f"{_CAL}calendar-data") or "")
+            if cal is not None:
+                out.extend(_busy_spans(cal, start, end))
+        return out
+
+    def _query(self, info: _CalInfo, start: datetime, end: datetime) -> list[_Item]:
+        """The events of a calendar overlapping the window, with their data
+        (one calendar-query REPORT)."""
         body = (
             f"{_XML_HEAD}<C:calendar-query {_NS}><D:prop><D:getetag/><C:calendar-data/>"
             '</D:prop><C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VEVENT">'
@@ -948,15 +970,8 @@ class CalDavCalendar:
         r = self._request("REPORT", info.url, body, {"Content-Type": _XML_CT, "Depth": "1"})
         if r.status != 207:
             raise self._failure(r, f"reading busy times from {info.name!r}")
-        out: list[tuple[datetime, datetime]] = []
-        for item in _parse_multistatus(r.tree, info.url).items:
-            data = item.text(f"{_CAL}calendar-data")
-            if item.status != 200 or data is None:
-                continue
-            cal = _parse_calendar(data)
-            if cal is not None:
-                out.extend(_busy_spans(cal, start, end))
-        return out
+        return [item for item in _parse_multistatus(r.tree, info.url).items
+                if item.status == 200 and item.text(f"{_CAL}calendar-data") is not None]
 
     # ---- helpers -------------------------------------------------------------
 

@@ -443,7 +443,29 @@ class GoogleCalendar:
 
     # ---- busy ------------------------------------------------------------------------
 
+    def busy_events(self, start: datetime, end: datetime) -> list[RemoteEvent]:
+        out: list[RemoteEvent] = []
+        for item in self._busy_items(start, end):
+            ev = parse_event(item)
+            if ev is not None and ev.start < end and ev.end > start:
+                out.append(ev)
+        return out
+
     def busy(self, start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
+        out: list[tuple[datetime, datetime]] = []
+        for item in self._busy_items(start, end):
+            if item.get("transparency") == "transparent":
+                continue
+            s, e = _when_of(item.get("start")), _when_of(item.get("end"))
+            if s is None:
+                continue
+            e = e or s
+            if s < end and e > start:
+                out.append((s, e))
+        return sorted(out)
+
+    def _busy_items(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """Events of the busy_calendars in the window (single instances)."""
         wanted = self.cfg.busy_calendars
         if not wanted:
             return []
@@ -457,7 +479,7 @@ class GoogleCalendar:
                 hint="fix calendar.busy_calendars in the config",
                 retryable=False,
             )
-        out: list[tuple[datetime, datetime]] = []
+        out: list[dict[str, Any]] = []
         for name in wanted:
             cid = names.get(name, "primary")
             items, _ = self._list(
@@ -465,16 +487,8 @@ class GoogleCalendar:
                 timeMin=_rfc3339(start), timeMax=_rfc3339(end), singleEvents=True,
                 orderBy="startTime", maxResults=PAGE_SIZE,
             )
-            for item in items:
-                if item.get("status") == "cancelled" or item.get("transparency") == "transparent":
-                    continue
-                s, e = _when_of(item.get("start")), _when_of(item.get("end"))
-                if s is None:
-                    continue
-                e = e or s
-                if s < end and e > start:
-                    out.append((s, e))
-        return sorted(out)
+            out.extend(item for item in items if item.get("status") != "cancelled")
+        return out
 
 
 def _as_text(description: str) -> str:

@@ -250,8 +250,29 @@ class GraphCalendar:
             raise RemoteError("calendar: Graph expired the change-tracking state during a "
                               "full read; the next cycle tries again") from None
 
+    def busy_events(self, start: datetime, end: datetime) -> list[RemoteEvent]:
+        out: list[RemoteEvent] = []
+        for item in self._busy_items(start, end):
+            ev = self._to_event(item)
+            if ev is not None and ev.start < end and ev.end > start:
+                out.append(ev)
+        return out
+
     def busy(self, start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
         out: list[tuple[datetime, datetime]] = []
+        for item in self._busy_items(start, end):
+            if str(item.get("showAs") or "busy").lower() in ("free", "workingelsewhere"):
+                continue
+            s, e = parse_graph_time(item.get("start")), parse_graph_time(item.get("end"))
+            if s is not None and e is not None and s < end and e > start:
+                out.append((s, e))
+        out.sort()
+        return out
+
+    def _busy_items(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """Events of the busy_calendars in the window (calendarView expands
+        series), cancelled ones left out."""
+        out: list[dict[str, Any]] = []
         for name in self.cfg.busy_calendars:
             cal = self._named(name)
             url: str | None = (
@@ -262,17 +283,10 @@ class GraphCalendar:
             )
             while url:
                 page = self.client.get_json(url, headers=self._headers)
-                for item in page.get("value") or []:
-                    if not isinstance(item, dict) or item.get("isCancelled"):
-                        continue
-                    if str(item.get("showAs") or "busy").lower() in ("free", "workingelsewhere"):
-                        continue
-                    s, e = parse_graph_time(item.get("start")), parse_graph_time(item.get("end"))
-                    if s is not None and e is not None and s < end and e > start:
-                        out.append((s, e))
+                out.extend(item for item in page.get("value") or []
+                           if isinstance(item, dict) and not item.get("isCancelled"))
                 nxt = page.get("@odata.nextLink")
                 url = nxt if isinstance(nxt, str) and nxt else None
-        out.sort()
         return out
 
     # ---- writes ------------------------------------------------------------------

@@ -22,7 +22,7 @@ import structlog
 
 from syncd import notes, render, retry
 from syncd.errors import AlreadyExists, NotFound, PreconditionFailed, RemoteError
-from syncd.interviews import detect_interviews
+from syncd.interviews import detect_interviews, lookback
 from syncd.model import (
     Channel,
     Contact,
@@ -169,10 +169,15 @@ class Cycle:
     def read_calendar(self, res: CycleResult) -> None:
         cursor = self.store.kv_get(CAL_CURSOR)
         changes = self.calendar.changes(cursor)
+        now = self.now()
+        elsewhere: list[RemoteEvent] = []
+        if self.cfg.calendar and self.cfg.calendar.busy_calendars \
+                and self.cfg.interviews.title_contains:
+            elsewhere = self.calendar.busy_events(now - lookback(self.cfg), now)
         with self.store.tx() as db:
             stats = apply_changes(db, changes, self.cfg)
             self.store.kv_set(CAL_CURSOR, changes.cursor)
-            detect_interviews(db, self.cfg, self.now())
+            detect_interviews(db, self.cfg, now, elsewhere)
         res.attempts_read += stats.attempts_read
         self._hook("read-calendar")
 

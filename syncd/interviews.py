@@ -15,17 +15,21 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 
-from syncd.model import Contact
+from syncd.model import Contact, RemoteEvent
 from syncd.settings import Config
 from syncd.timeutil import iso, parse_iso
 
 SOURCE = "interview"
 
 
-def detect_interviews(db: sqlite3.Connection, cfg: Config, now: datetime) -> int:
-    """Record ended interviews' attendees; returns how many were new."""
+def detect_interviews(db: sqlite3.Connection, cfg: Config, now: datetime,
+                      elsewhere: Sequence[RemoteEvent] = ()) -> int:
+    """Record ended interviews' attendees, from the target calendar's events
+    (known in the store) and `elsewhere` (events of the busy calendars);
+    returns how many were new."""
     needle = cfg.interviews.title_contains.lower()
     if not needle:
         return 0
@@ -33,23 +37,25 @@ def detect_interviews(db: sqlite3.Connection, cfg: Config, now: datetime) -> int
     if cfg.calendar and cfg.calendar.username and "@" in cfg.calendar.username:
         me.add(cfg.calendar.username.lower())
     new = 0
-    rows = db.execute(
-        "SELECT ref, uid, summary, start, end, attendees FROM events "
-        "WHERE syncd_id IS NULL AND instr(lower(summary), ?) > 0", (needle,)).fetchall()
-    for ev in rows:
-        end = parse_iso(ev["end"])
+    rows = [(r["uid"], r["summary"], r["start"], parse_iso(r["end"]), json.loads(r["attendees"]))
+            for r in db.execute(
+                "SELECT uid, summary, start, end, attendees FROM events "
+                "WHERE syncd_id IS NULL AND instr(lower(summary), ?) > 0", (needle,))]
+    rows += [(e.uid, e.summary, iso(e.start), e.end, list(e.attendees)) for e in elsewhere
+             if e.syncd_id is None and needle in e.summary.lower()]
+    for uid, summary, start, end, attendees in rows:
         if end > now:
             continue
-        for address in json.loads(ev["attendees"]):
+        for address in attendees:
             email = address.strip().lower()
             if not email or email in me:
                 continue
             contact_id = _contact_for(db, email, now)
-            key = f"interview:{ev['uid']}:{email}"
+            key = f"interview:{uid}:{email}"
             cur = db.execute(
                 "INSERT OR IGNORE INTO entries(key, contact_id, followup_id, kind, at, value, "
                 "note, origin) VALUES(?,?,NULL,'interview',?,?,?,'calendar')",
-                (key, contact_id, iso(end), ev["start"], ev["summary"]))
+                (key, contact_id, iso(end), start, summary))
             new += cur.rowcount
     return new
 
@@ -67,3 +73,10 @@ def _contact_for(db: sqlite3.Connection, email: str, now: datetime) -> str:
         "INSERT OR IGNORE INTO contacts(id, source, name, data, fingerprint, removed, first_seen) "
         "VALUES(?,?,?,?,?,0,?)", (c.id, c.source, c.name, c.to_json(), c.fingerprint(), iso(now)))
     return c.id
+
+
+def lookback(cfg: Config) -> timedelta:
+    """How far back busy calendars are searched for ended interviews: the
+    thank-you window plus a day (later ones are too late to thank)."""
+    return timedelta(seconds=cfg.interviews.thank_you_within.seconds()) + timedelta(days=1)
+

@@ -80,6 +80,12 @@ class Calendar(Protocol):
         calendar, whose events the core already knows from `changes`)."""
         ...
 
+    def busy_events(self, start: datetime, end: datetime) -> list[RemoteEvent]:
+        """The events themselves (summary, attendees) of the `busy_calendars`
+        overlapping the window: interviews there get thank-you follow-ups.
+        Raises like `busy`."""
+        ...
+
     def close(self) -> None:
         """Release connections."""
         ...

@@ -561,6 +561,21 @@ def test_busy_returns_intervals_from_the_named_calendar(backend: Backend, name: 
     assert target.busy(day + timedelta(days=3), day + timedelta(days=4)) == []
 
 
+def test_busy_events_give_the_events_of_the_named_calendar(backend: Backend, name: str) -> None:
+    """The events themselves, with their titles (interviews are found there)."""
+    work = f"Work {uuid.uuid4().hex[:8]}"
+    day = datetime(2026, 12, 7, 0, 0, tzinfo=UTC)
+    hour = timedelta(hours=1)
+    backend.foreign_create(work, f"i-{uuid.uuid4().hex}", "Interview at Acme",
+                           day + 14 * hour, day + 15 * hour)
+    backend.foreign_create(work, f"m-{uuid.uuid4().hex}", "Next week",
+                           day + timedelta(days=8), day + timedelta(days=8) + hour)
+    target = backend.open(name, busy=(work,))
+    got = target.busy_events(day, day + timedelta(days=1))
+    assert [(e.summary, e.start.astimezone(UTC), e.syncd_id) for e in got] == [
+        ("Interview at Acme", day + 14 * hour, None)]
+
+
 def test_busy_with_unknown_calendar_names_it_and_the_available_ones(
     backend: Backend, name: str
 ) -> None:

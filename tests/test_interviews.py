@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import caldav
 import requests
 
 from tests.cli_env import Env, user_edit
@@ -70,3 +71,24 @@ def test_thank_you_for_everyone_met_then_keep_in_touch(env: Env) -> None:
     # Kim's now reads as history; no duplicates.
     assert thanks == ["Thank-you e-mail: Jane Roe (interview Nov 25)",
                       "✓ Thank-you e-mail: Kim Park (interview Nov 25) — sent"]
+
+
+def test_interviews_in_a_busy_calendar_are_thanked_too(env: Env) -> None:
+    work = f"Work {env.calendar_name[-8:]}"
+    env.config.write_text(env.config.read_text().replace(
+        f"  calendar: {env.calendar_name}\n",
+        f"  calendar: {env.calendar_name}\n  busy_calendars: [{work}]\n")
+        + "interviews:\n  me: [me@example.com]\n")
+    client = caldav.DAVClient(url=env.server.principal_url, username="alice", password="x",
+                              timeout=30)
+    cal = client.principal().make_calendar(name=work)
+    url = str(cal.url).rstrip("/") + "/interview-acme-1.ics"
+    r = requests.put(url, data=INTERVIEW.encode(), auth=("alice", "x"), timeout=30,
+                     headers={"Content-Type": "text/calendar; charset=utf-8",
+                              "If-None-Match": "*"})
+    assert r.status_code == 201, r.text
+    env.run("sync", now="2026-11-25T16:05:00+00:00")
+    thanks = sorted(str(e.icalendar_component["SUMMARY"]) for e in env.events()
+                    if str(e.icalendar_component["SUMMARY"]).startswith("Thank-you"))
+    assert thanks == ["Thank-you e-mail: Jane Roe (interview Nov 25)",
+                      "Thank-you e-mail: Kim Park (interview Nov 25)"]
