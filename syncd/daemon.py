@@ -183,9 +183,16 @@ class Daemon:
     def run(self) -> int:
         self._install_signals()
         self.notifier.status("starting")
+        try:
+            self.open()  # a held lock or a newer schema: the CLI says so, exit 1/2
+        except BaseException:
+            self.close()
+            self._restore_signals()
+            raise
+        log.info("starting", config=str(self.cfg.path), state_dir=str(self.cfg.state_dir),
+                 poll_interval=self.cfg.poll_interval.seconds(), pid=os.getpid())
         code = 0
         try:
-            self.open()
             while self.stopping is None:
                 self.cycle_once()
                 if self.cycles == 1:

@@ -122,7 +122,7 @@ def setup(fmt: str = "console", verbose: bool = False) -> None:
     # unless -v, and even then never at DEBUG (their DEBUG dumps headers).
     root = logging.getLogger()
     if not any(getattr(h, "_syncd", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = logging.StreamHandler(_Stderr())
         handler.setFormatter(_RedactFormatter("%(levelname)s %(name)s: %(message)s"))
         handler.addFilter(_RedactFilter())
         handler._syncd = True  # type: ignore[attr-defined]

@@ -12,7 +12,8 @@ and the request log are driven over HTTP on the same port, under `/_fault/`
     GET  /_fault/log                   every request so far, in order
     POST /_fault/reset                 clear rules and log
 
-A rule matches on `method` and a `path` regex (both optional), lets `skip`
+A rule matches on `method`, a `path` regex and a request `header` that must be
+present (each optional), lets `skip`
 matching requests through first, then applies its action to the next
 `times` matching requests (-1: all of them). Actions:
 
@@ -57,10 +58,12 @@ class State:
         self.log: list[dict[str, Any]] = []
         self.t0 = time.monotonic()
 
-    def pick(self, method: str, path: str) -> dict[str, Any] | None:
+    def pick(self, method: str, path: str, headers: Any = None) -> dict[str, Any] | None:
         with self.lock:
             for rule in self.rules:
                 if rule.get("method") and rule["method"] != method:
+                    continue
+                if rule.get("header") and (headers is None or rule["header"] not in headers):
                     continue
                 if rule.get("path") and not re.search(rule["path"], path):
                     continue
@@ -168,7 +171,7 @@ def make_handler(state: State, upstream: str) -> type[BaseHTTPRequestHandler]:
             if self.path.startswith("/_fault/"):
                 self._control(body)
                 return
-            rule = state.pick(self.command, self.path)
+            rule = state.pick(self.command, self.path, self.headers)
             action = rule["action"] if rule else "forward"
             entry: dict[str, Any] = {
                 "method": self.command, "path": self.path, "action": action,

@@ -9,6 +9,7 @@ that no event is doubled and no contact or attempt lost.
 from __future__ import annotations
 
 import json
+import random
 import signal
 import uuid
 from collections.abc import Iterator
@@ -19,13 +20,17 @@ from typing import Any
 import pytest
 import requests
 
+from syncd import retry
+from syncd.errors import AuthError, RemoteError
 from tests.daemon_helpers import (
     NOW,
     Proc,
     Setup,
+    base_env,
     check_consistent,
     cycle_lines,
     raw_events,
+    state_db,
     syncd,
     vcards,
 )
@@ -290,3 +295,86 @@ def test_a_broken_source_never_stalls_the_others_in_the_daemon(
     assert book_st["last_error"] is None and book_st["next_try"] is None
     assert len(ours(radicale, setup)) == 5
     assert NOW  # the daemon ran on the pinned clock of the other tests
+
+
+# ---------------------------------------------------------------------------
+# The policy itself (pure: a function stands in for one HTTP request)
+
+FAST = retry.Policy(initial=0.001, max_wait=0.002)
+
+
+def test_only_safe_requests_are_retried_and_only_for_transient_failures() -> None:
+    calls: list[str] = []
+
+    def flaky(err: Exception) -> Any:
+        def fn() -> str:
+            calls.append("x")
+            raise err
+        return fn
+
+    for method, err, tries in [
+        ("REPORT", RemoteError("reset"), 4),
+        ("PUT", RemoteError("reset"), 4),  # conditional writes: safe to repeat
+        ("MKCALENDAR", RemoteError("reset"), 1),  # not idempotent
+        ("POST", RemoteError("reset"), 1),
+        ("GET", AuthError("401"), 1),
+        ("GET", RemoteError("403", retryable=False), 1),
+        ("GET", retry.ServerBusy("429", retry_after=3600), 1),  # longer than a cycle waits
+        ("GET", ValueError("a bug"), 1),
+    ]:
+        calls.clear()
+        with pytest.raises(type(err)):
+            retry.call(flaky(err), method=method, policy=FAST)
+        assert len(calls) == tries, (method, err)
+
+    answers = iter([503, 502, 200])
+    got = retry.call(lambda: next(answers), method="GET", policy=FAST,
+                     result_delay=lambda s: 0.0 if s >= 500 else None)
+    assert got == 200
+    answers = iter([503] * 10)
+    assert retry.call(lambda: next(answers), method="GET", policy=FAST,
+                      result_delay=lambda s: 0.0 if s >= 500 else None) == 503
+
+
+def test_backoff_doubles_from_the_poll_interval_and_honours_retry_after() -> None:
+    rng = random.Random(1)
+    transient = RemoteError("502")
+    delays = [retry.next_delay(n, 120, transient, rng).total_seconds() for n in range(1, 8)]
+    for n, d in enumerate(delays, 1):
+        assert 0.9 * min(120 * 2 ** (n - 1), 3600) <= d <= 1.1 * min(120 * 2 ** (n - 1), 3600)
+    fatal = retry.next_delay(1, 120, AuthError("401"), rng)
+    assert fatal >= timedelta(minutes=13.5)
+    asked = retry.next_delay(1, 120, retry.ServerBusy("429", retry_after=7200), rng)
+    assert asked >= timedelta(hours=2)
+    assert retry.parse_retry_after("120") == 120
+    soon = datetime.now(UTC) + timedelta(seconds=90)
+    from email.utils import format_datetime
+
+    assert 80 < (retry.parse_retry_after(format_datetime(soon, usegmt=True)) or 0) <= 90
+    assert retry.parse_retry_after("soon") is None
+
+
+def test_a_lost_answer_to_a_move_is_taken_as_our_own_write(
+        tmp_path: Path, fresh: Proxy, radicale: DavServer) -> None:
+    """The move's PUT (If-Match) lands but its answer is lost: the retry meets
+    412, and the event the server holds is recognised as our own write (not
+    the user's move, nor the user's notes)."""
+    setup = make_setup(tmp_path, fresh)
+    assert syncd(setup, "sync").returncode == 0
+    later = base_env(SYNCD_NOW="2026-11-25T22:00:00+00:00")  # Wednesday's calls passed
+    fresh.script({"method": "PUT", "header": "If-Match", "action": "lost"})
+    run = syncd(setup, "sync", env=later)
+    assert run.returncode == 0, run.stderr
+    moves = [(e["action"], e["status"]) for e in fresh.log()
+             if e["method"] == "PUT" and e["if_match"]]
+    assert moves[:2] == [("lost", 204), ("forward", 412)]
+    check_consistent(setup, radicale)
+    status = json.loads(syncd(setup, "status", "--json", env=later).stdout)
+    assert all(c["unparsed"] == [] for c in status["contacts"])
+    assert status["calendar"]["last_error"] is None
+    fresh.reset()
+    idle = cycle_lines(syncd(setup, "sync", env=later).stderr)[-1]
+    assert idle["written"] == 0
+    with state_db(setup) as db:
+        assert db.execute("SELECT COUNT(*) FROM followups WHERE user_moved=1 "
+                          "OR pending IS NOT NULL").fetchone()[0] == 0
