@@ -124,12 +124,15 @@ def render_text(data: dict[str, Any]) -> str:
     lines.append("")
     for s in data["sources"]:
         err = f"  ERROR: {s['last_error']}" if s["last_error"] else ""
+        nxt = f"  next try {s['next_try']}" if s.get("next_try") else ""
         lines.append(f"source {s['name']} ({s['kind']}): last sync {s['last_sync'] or 'never'}"
-                     f"{err}")
+                     f"{err}{nxt}")
         for p in s["skipped"]:
             lines.append(f"    skipped {p['where']}: {p['problem']}")
     if data["calendar"]["last_error"]:
-        lines.append(f"calendar: ERROR: {data['calendar']['last_error']}")
+        nxt = data["calendar"].get("next_try")
+        lines.append(f"calendar: ERROR: {data['calendar']['last_error']}"
+                     + (f"  next try {nxt}" if nxt else ""))
     return "\n".join(lines)
 
 

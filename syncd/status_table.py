@@ -117,6 +117,8 @@ def build(data: dict[str, Any], now: datetime, tz: ZoneInfo) -> RenderableType:
         err = src.get("last_error")
         skipped = src.get("skipped") or []
         problem = Text(str(err), "red") if err else Text("ok", "green")
+        if src.get("next_try"):
+            problem.append(f"  (next try {_when(src['next_try'], tz, today)})", "yellow")
         if skipped:
             problem.append(f"  ({len(skipped)} entries skipped: "
                            + "; ".join(f"{p['where']}: {p['problem']}" for p in skipped[:3])
@@ -127,8 +129,10 @@ def build(data: dict[str, Any], now: datetime, tz: ZoneInfo) -> RenderableType:
     cal = data.get("calendar") or {}
     if cal.get("type"):
         cerr = cal.get("last_error")
-        s.add_row(Text("calendar"), Text(str(cal["type"])), Text("-", "dim"),
-                  Text(str(cerr), "red") if cerr else Text("ok", "green"))
+        cproblem = Text(str(cerr), "red") if cerr else Text("ok", "green")
+        if cal.get("next_try"):
+            cproblem.append(f"  (next try {_when(cal['next_try'], tz, today)})", "yellow")
+        s.add_row(Text("calendar"), Text(str(cal["type"])), Text("-", "dim"), cproblem)
     parts.append(s)
     return Group(*parts)
 

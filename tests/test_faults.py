@@ -245,6 +245,9 @@ def test_a_long_retry_after_backs_the_source_off_and_the_rest_goes_on(
     assert timedelta(minutes=59) < wait <= timedelta(hours=1)
     cards = next(s for s in status["sources"] if s["name"] == "cards")
     assert cards["last_error"] is None and cards["next_try"] is None
+    text = syncd(setup, "status").stdout  # as a person reads it
+    assert f"source book (carddav): last sync never  ERROR: {book_st['last_error']}  " \
+        f"next try {book_st['next_try']}" in text
 
 
 def test_a_broken_source_never_stalls_the_others_in_the_daemon(
