@@ -638,6 +638,14 @@ class CalDavCalendar:
             try:
                 return self._sync_changes(cal, None)
             except _Unsupported:
+                pass
+            try:
+                # Radicale answers 400 to a REPORT that would carry more than
+                # 10,000 events' data ([reporting] max_*_occurrence): list the
+                # hrefs and ETags only (the data comes by calendar-multiget)
+                # before concluding the server has no sync-collection.
+                return self._sync_changes(cal, None, data=False)
+            except _Unsupported:
                 self._force_sync = False
                 state = None
         old = state.get("e") if state else None
@@ -812,7 +820,7 @@ class CalDavCalendar:
             return self._force_sync
         return cal.sync is not False
 
-    def _sync_changes(self, cal: _CalInfo, token: str | None) -> EventChanges:
+    def _sync_changes(self, cal: _CalInfo, token: str | None, data: bool = True) -> EventChanges:
         full = token is None
         changed: dict[str, _Item] = {}
         deleted: set[str] = set()
@@ -822,7 +830,8 @@ class CalDavCalendar:
                 f"{_XML_HEAD}<D:sync-collection {_NS}>"
                 f"<D:sync-token>{xml_escape(current)}</D:sync-token>"
                 "<D:sync-level>1</D:sync-level>"
-                "<D:prop><D:getetag/><C:calendar-data/></D:prop></D:sync-collection>"
+                f"<D:prop><D:getetag/>{'<C:calendar-data/>' if data else ''}</D:prop>"
+                "</D:sync-collection>"
             )
             # RFC 6578 §3.2: the REPORT is sent with Depth: 0 (sync-level says 1).
             r = self._request("REPORT", cal.url, body, {"Content-Type": _XML_CT, "Depth": "0"})

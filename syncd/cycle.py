@@ -238,19 +238,25 @@ class Cycle:
         self._progress("plan", 0, 1)
         todo = [p for p in self.plans()
                 if p.retire or (p.followup is not None and p.followup.action != "keep")]
+        # Follow-ups beyond the horizon are rows in the store only (nothing goes
+        # to the calendar); with 10,000 contacts most follow-ups are these, and
+        # in a cycle in which nothing changed they are as the store has them.
+        planned = [(p, p.followup) for p in todo
+                   if p.followup is not None and p.followup.action == "planned"]
+        if planned:
+            stored = {r[0]: (r[1], r[2]) for r in
+                      self.store.db.execute("SELECT id, start, basis FROM followups")}
+            planned = [(p, fu) for p, fu in planned
+                       if stored.get(fu.id) != (iso(fu.start), fu.basis)]
+        writes = [p for p in todo if p.retire or (
+            p.followup is not None and p.followup.action in ("create", "move"))]
         # Only the contacts something is written for are decoded (none when idle).
-        wanted = {p.contact_id for p in todo if p.followup is not None}
+        wanted = {p.contact_id for p, _fu in planned} | {
+            p.contact_id for p in writes if p.followup is not None}
         contacts = {r["id"]: Contact.from_json(r["data"]) for r in
                     self.store.db.execute("SELECT id, data FROM contacts")
                     if r["id"] in wanted} if wanted else {}
-        # Follow-ups beyond the horizon are rows in the store only (nothing goes
-        # to the calendar): all of them in one transaction, not a commit (an
-        # fsync) each; with 10,000 contacts most follow-ups are these.
-        self._record_planned([(p, p.followup) for p in todo
-                              if p.followup is not None and p.followup.action == "planned"],
-                             contacts)
-        writes = [p for p in todo if p.retire or (
-            p.followup is not None and p.followup.action in ("create", "move"))]
+        self._record_planned(planned, contacts)
         for i, p in enumerate(writes):
             self._progress("write", i, len(writes))
             if p.retire:
@@ -275,19 +281,14 @@ class Cycle:
 
     def _record_planned(self, items: list[tuple[Plan, Planned]],
                         contacts: dict[str, Contact]) -> None:
-        db = self.store.db
-        changed: list[tuple[Plan, Planned, str]] = []
-        for p, fu in items:
-            old = db.execute("SELECT start, basis FROM followups WHERE id=?",
-                             (fu.id,)).fetchone()
-            if old and old["start"] == iso(fu.start) and old["basis"] == fu.basis:
-                continue
-            changed.append((p, fu, render.summary(
-                render.RenderInput(contacts[p.contact_id], fu, (), p.timezone))))
-        if not changed:
+        """Planned follow-ups whose time or basis changed: all in one
+        transaction, not a commit (an fsync) each."""
+        if not items:
             return
+        rows = [(p, fu, render.summary(render.RenderInput(contacts[p.contact_id], fu, (),
+                                                          p.timezone))) for p, fu in items]
         with self.store.tx() as tx:
-            for p, fu, summary in changed:
+            for p, fu, summary in rows:
                 _upsert_followup(tx, p, fu, summary, "", "", "planned", None)
 
     def _create_new(self, p: Plan, fu: Planned, contact: Contact, now: datetime,
@@ -452,9 +453,20 @@ class Cycle:
 def load_inputs(db: sqlite3.Connection, cfg: Config) -> tuple[
         list[ContactInput], list[tuple[datetime, datetime]], dict[date, int]]:
     user_tz = ZoneInfo(cfg.timezone)
-    fus: dict[str, list[sqlite3.Row]] = {}
-    for r in db.execute("SELECT * FROM followups ORDER BY seq"):
-        fus.setdefault(r["contact_id"], []).append(r)
+    # Per contact: its latest planned/live follow-up, its highest seq, and the
+    # starts of follow-ups the user deleted; read in one pass without keeping
+    # the rows (with 10,000 contacts they were most of a cycle's memory).
+    lives: dict[str, tuple[LiveRec, str | None]] = {}
+    last_seq: dict[str, int] = {}
+    deleted: dict[str, list[datetime]] = {}
+    for r in db.execute("SELECT id, contact_id, seq, status, ref, start, end, channel, basis, "
+                        "user_touched, user_moved FROM followups ORDER BY seq"):
+        cid = r["contact_id"]
+        last_seq[cid] = max(last_seq.get(cid, 0), r["seq"])
+        if r["status"] in ("planned", "live", "creating"):
+            lives[cid] = (_live_rec(r), r["ref"])
+        elif r["status"] == "deleted":
+            deleted.setdefault(cid, []).append(parse_iso(r["start"]))
     attempts: dict[str, list[AttemptRec]] = {}
     for r in db.execute("SELECT contact_id, at, channel, outcome FROM attempts"):
         attempts.setdefault(r["contact_id"], []).append(
@@ -475,14 +487,12 @@ def load_inputs(db: sqlite3.Connection, cfg: Config) -> tuple[
         interviews.setdefault(r["contact_id"], []).append((end, f"interview {at:%b} {at.day}"))
     inputs = []
     live_refs: set[str] = set()
-    for r in db.execute("SELECT * FROM contacts ORDER BY id"):
+    for r in db.execute("SELECT id, data, first_seen, removed FROM contacts ORDER BY id"):
         cid = r["id"]
-        rows = fus.get(cid, [])
-        live = next((f for f in reversed(rows)
-                     if f["status"] in ("planned", "live", "creating")), None)
-        if live is not None and live["ref"]:
-            live_refs.add(live["ref"])
-        handled = tuple(parse_iso(f["start"]) for f in rows if f["status"] == "deleted")
+        live, ref = lives.get(cid, (None, None))
+        if ref:
+            live_refs.add(ref)
+        handled = tuple(deleted.get(cid, ()))
         handled += tuple(k.issued for k in commands.get(cid, []) if k.kind == "skip")
         inputs.append(ContactInput(
             contact=Contact.from_json(r["data"]),
@@ -490,8 +500,8 @@ def load_inputs(db: sqlite3.Connection, cfg: Config) -> tuple[
             removed=bool(r["removed"]),
             attempts=tuple(attempts.get(cid, [])),
             commands=tuple(commands.get(cid, [])),
-            live=_live_rec(live) if live is not None else None,
-            last_seq=max((f["seq"] for f in rows), default=0),
+            live=live,
+            last_seq=last_seq.get(cid, 0),
             handled=handled,
             interviews=tuple(interviews.get(cid, [])),
         ))

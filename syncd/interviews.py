@@ -43,6 +43,10 @@ def detect_interviews(db: sqlite3.Connection, cfg: Config, now: datetime,
                 "WHERE syncd_id IS NULL AND instr(lower(summary), ?) > 0", (needle,))]
     rows += [(e.uid, e.summary, iso(e.start), e.end, list(e.attendees)) for e in elsewhere
              if e.syncd_id is None and needle in e.summary.lower()]
+    # Attendees recorded in an earlier cycle are not looked up again: finding
+    # the contact for an address reads every contact, and this runs each cycle.
+    known = {str(r[0]) for r in db.execute(
+        "SELECT key FROM entries WHERE kind='interview' AND origin='calendar'")}
     for uid, summary, start, end, attendees in rows:
         if end > now:
             continue
@@ -50,8 +54,10 @@ def detect_interviews(db: sqlite3.Connection, cfg: Config, now: datetime,
             email = address.strip().lower()
             if not email or email in me:
                 continue
-            contact_id = _contact_for(db, email, now)
             key = f"interview:{uid}:{email}"
+            if key in known:
+                continue
+            contact_id = _contact_for(db, email, now)
             cur = db.execute(
                 "INSERT OR IGNORE INTO entries(key, contact_id, followup_id, kind, at, value, "
                 "note, origin) VALUES(?,?,NULL,'interview',?,?,?,'calendar')",

@@ -74,7 +74,7 @@ class SlotStats:
         return int(sum(self.wins) + sum(self.losses))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Call:
     """One past call: when (any zone) and how it went."""
 

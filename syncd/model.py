@@ -36,7 +36,7 @@ class ContactState(enum.StrEnum):
     STOPPED = "stopped"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Contact:
     """One person as a source reports them.
 

@@ -34,7 +34,7 @@ REACH = frozenset({Outcome.REACHED, Outcome.REPLIED})
 AttemptRec = Call
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CommandRec:
     kind: str  # skip | stop | pause | snooze | next
     seq: int  # the follow-up it was written on
@@ -42,7 +42,7 @@ class CommandRec:
     until: datetime | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LiveRec:
     """The contact's current follow-up, as the store knows it."""
 
@@ -57,7 +57,7 @@ class LiveRec:
     user_moved: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ContactInput:
     contact: Contact
     first_seen: datetime
@@ -73,7 +73,7 @@ class ContactInput:
     interviews: tuple[tuple[datetime, str], ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Planned:
     id: str
     seq: int
@@ -92,7 +92,7 @@ class Planned:
     label: str = ""  # for a thank-you: the interview, e.g. "interview Dec 2"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Plan:
     contact_id: str
     state: ContactState
@@ -355,7 +355,7 @@ def plan(
     return [plans[c.contact.id] for c in sorted(inputs, key=lambda c: c.contact.id)]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Need:
     state: ContactState
     cadence: str
