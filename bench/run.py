@@ -567,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
                                                lambda k=kind: idle(k, sizes, 3, tmp, _log))]
         if "change" in only:
             results["change"] = [timed(f"change {kind}", lambda k=kind: change(
-                k, events, 10 if q else 40, 3, tmp, _log))
+                k, events, 10, 3, tmp, _log))
                 for kind in ("radicale", "xandikos")]
         if "first" in only or "memory" in only:
             first, home, server = timed("first", lambda: first_sync(sizes[-1], tmp, _log))

@@ -248,10 +248,11 @@ def test_parsing_time_grows_linearly(unit: str) -> None:
     notes.parse_line(longest, ctx)  # a 100,000-character line parses (and does not raise)
     sizes = [5_000, 10_000, 20_000, 40_000]
     times = _cpu_times([longest[:n] for n in sizes], ctx)
-    # 8x the input: linear is ~8x the time, quadratic ~64x. A generous bound,
-    # compared within this process; no absolute threshold.
+    # 8x the input: linear is ~8x the time, quadratic ~64x. A generous bound
+    # (a loaded CI machine measured 25x once for a linear case), compared
+    # within this process; no absolute threshold.
     ratio = times[-1] / max(times[0], 1e-4)
-    assert ratio < 24, f"{unit!r}: {[f'{t * 1000:.1f}ms' for t in times]} (x{ratio:.1f})"
+    assert ratio < 40, f"{unit!r}: {[f'{t * 1000:.1f}ms' for t in times]} (x{ratio:.1f})"
 
 
 def test_throughput_on_the_corpus(capsys: pytest.CaptureFixture[str]) -> None:
