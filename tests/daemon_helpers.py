@@ -2,7 +2,7 @@
 lines are read as they come (readiness, not sleeps), a systemd notification
 socket, configs, and an outside view of the calendar.
 
-Used by test_daemon.py, test_faults.py, test_secrets.py and test_hostile.py.
+Used by test_daemon.py, test_faults.py, test_no_leaks.py and test_hostile.py.
 """
 
 from __future__ import annotations
