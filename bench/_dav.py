@@ -11,6 +11,7 @@ commits. What syncd then reads is what the server serves, over HTTP.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -41,8 +42,13 @@ def mkcalendar_body(name: str) -> str:
 USER = "alice"  # Radicale's user; Xandikos serves a single user at /user/
 
 
+_starting = threading.Lock()
+
+
 def start(kind: str, data: Path) -> DavServer:
-    return start_radicale(data) if kind == "radicale" else start_xandikos(data)
+    # One at a time: a free port is only taken once the server listens on it.
+    with _starting:
+        return start_radicale(data) if kind == "radicale" else start_xandikos(data)
 
 
 def http() -> requests.Session:
