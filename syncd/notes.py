@@ -345,18 +345,33 @@ def _normalise(text: str) -> str:
 
 
 # One alternation of single character classes: each match is maximal and no
-# class overlaps another, so the scan is linear.
-_RAW = re.compile(r"(?P<D>[0-9]+)|(?P<W>[^\W\d_]+)|(?P<S>\s+)|(?P<P>.)", re.S)
+# class overlaps another, so the scan is linear. A piece's class is its first
+# character's, looked up in _PIECE_KIND (filled on first sight of a character):
+# findall without groups returns plain strings, several times faster than
+# asking each match object for its group.
+_RAW = re.compile(r"[0-9]+|[^\W\d_]+|\s+|.", re.S)
+_CLASSES = ((re.compile(r"[0-9]"), "D"), (re.compile(r"[^\W\d_]"), "W"),
+            (re.compile(r"\s"), "S"))
+_PIECE_KIND: dict[str, str] = {}
 
 
-class _K(enum.Enum):
-    WORD = "word"
-    TIME = "time"
-    DATE = "date"
-    COUNT = "count"
-    NUM = "num"
-    BAD = "bad"  # shaped like a time or a date, but no such time or date
-    SEP = "sep"
+def _piece_kind(c: str) -> str:
+    kind = next((k for rx, k in _CLASSES if rx.match(c)), "P")
+    if len(_PIECE_KIND) < 4096:  # bounded: a line of rare scripts must not grow it forever
+        _PIECE_KIND[c] = kind
+    return kind
+
+
+class _K(enum.IntEnum):
+    # IntEnum, not Enum: these are set and dict keys on the hot path, and
+    # enum.Enum hashes in Python code while IntEnum hashes as an int.
+    WORD = 1
+    TIME = 2
+    DATE = 3
+    COUNT = 4
+    NUM = 5
+    BAD = 6  # shaped like a time or a date, but no such time or date
+    SEP = 7
 
 
 @dataclass(frozen=True)
@@ -378,7 +393,7 @@ class _Day:
     offset: int = 0  # "rel": days from the reference day
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs a setattr call per field
 class _Tok:
     kind: _K
     text: str = ""
@@ -410,6 +425,10 @@ _SEP_WORDS = frozenset({"and", "then", "but", "plus"})
 _SHORT_UNITS = frozenset({"min", "mins", "minute", "minutes", "hr", "hrs", "hour", "hours",
                           "sec", "secs", "seconds"})
 _SEP_CHARS = frozenset(",;:.!|/&+=<>-*")
+_WORD_CHARS = frozenset(("#", "@", "~", CHECK))  # punctuation pieces read as words
+# Words `_Scanner.word` does more with than emit a WORD token ("w" for "w/").
+_SPECIAL_WORDS = frozenset({*_MONTHS, *_NUMBER_WORDS, *_WEEKDAYS, *_RELATIVE_DAYS,
+                            *_COUNT_WORDS, *_SEP_WORDS, "x", "w", "noon", "midday"})
 
 
 def _safe_date(y: int, m: int, d: int) -> date | None:
@@ -430,10 +449,11 @@ class _Scanner:
     PAD = 8
 
     def __init__(self, norm: str) -> None:
-        pieces = [(m.lastgroup or "P", m.group()) for m in _RAW.finditer(norm)]
+        pieces = _RAW.findall(norm)
         self.n = len(pieces)
-        self.k = [p[0] for p in pieces] + [""] * self.PAD
-        self.t = [p[1] for p in pieces] + [""] * self.PAD
+        known = _PIECE_KIND.get
+        self.k = [known(p[0]) or _piece_kind(p[0]) for p in pieces] + [""] * self.PAD
+        self.t = pieces + [""] * self.PAD
         self.toks: list[_Tok] = []
 
     def is_p(self, j: int, chars: str) -> bool:
@@ -449,18 +469,31 @@ class _Scanner:
         return j + 1 if self.k[j] == "S" else j
 
     def run(self) -> list[_Tok]:
-        i, k = 0, self.k
-        while i < self.n:
+        i, n, k, t, toks = 0, self.n, self.k, self.t, self.toks
+        while i < n:
             kind = k[i]
             if kind == "S":
                 i += 1
+            elif kind == "W":
+                w = t[i]
+                if k[i + 1] != "P" and w not in _SPECIAL_WORDS:
+                    toks.append(_Tok(_K.WORD, w))  # the common case, inline: a plain word
+                    i += 1
+                else:
+                    i = self.word(i)
             elif kind == "D":
                 i = self.digits(i)
-            elif kind == "W":
-                i = self.word(i)
             else:
-                i = self.punct(i)
-        return self.toks
+                c = t[i]  # one character
+                if c in _SEP_CHARS:
+                    toks.append(_Tok(_K.SEP, c))
+                elif c == "?":
+                    toks.append(_Tok(_K.SEP, c, hedge=True))
+                elif c in _WORD_CHARS:
+                    toks.append(_Tok(_K.WORD, c))
+                # anything else (quotes, brackets, emoji, variation selectors) is noise
+                i += 1
+        return toks
 
     # -- emitters
 
@@ -578,8 +611,9 @@ class _Scanner:
 
     def word(self, i: int) -> int:
         k, t = self.k, self.t
-        parts = [t[i]]
+        w = t[i]
         j = i + 1
+        parts = [w]
         if self.is_letter(i) and self.is_p(j, ".") and self.is_letter(j + 1):
             while self.is_p(j, ".") and self.is_letter(j + 1):  # v.m. n.a. a.m.
                 parts.append(t[j + 1])
@@ -630,17 +664,6 @@ class _Scanner:
         else:
             self.toks.append(_Tok(_K.WORD, w))
         return j
-
-    def punct(self, i: int) -> int:
-        c = self.t[i]
-        if c == "?":
-            self.toks.append(_Tok(_K.SEP, c, hedge=True))
-        elif c in _SEP_CHARS:
-            self.toks.append(_Tok(_K.SEP, c))
-        elif c in ("#", "@", "~", CHECK):
-            self.toks.append(_Tok(_K.WORD, c))
-        # anything else (quotes, brackets, emoji, variation selectors) is noise
-        return i + 1
 
 # --------------------------------------------------------------------------
 # Lexicon
@@ -840,12 +863,13 @@ def _build_trie() -> tuple[_Node, int]:
 
 
 _TRIE, _TRIE_DEPTH = _build_trie()
+_TRIE_FIRST = frozenset(_TRIE.kids)  # the words a phrase can start with
 
 
 def _longest(toks: list[_Tok], i: int) -> tuple[_Phrase, int] | None:
     """The longest lexicon phrase starting at token i (at most _TRIE_DEPTH steps)."""
-    node, best, j = _TRIE, None, i
-    while j < len(toks) and toks[j].kind is _K.WORD:
+    node, best, j, n = _TRIE, None, i, len(toks)
+    while j < n and toks[j].kind is _K.WORD:
         nxt = node.kids.get(toks[j].text)
         if nxt is None:
             break
@@ -911,25 +935,24 @@ def _resolve_day(d: _Day, ref: date, when: _When) -> date | None:
 # Attempt lines: items, clauses, facts
 
 
-class _I(enum.Enum):
-    PHRASE = "phrase"  # an outcome phrase
-    TIME = "time"
-    DATE = "date"
-    COUNT = "count"
-    NUM = "num"
-    BAD = "bad"
-    FILLER = "filler"
-    CONTENT = "content"  # an unknown word, or a stop phrase
-    NEGATION = "negation"
-    INTENTION = "intention"
-    HEDGE = "hedge"
-    SEP = "sep"
+class _I(enum.IntEnum):  # IntEnum: see _K
+    PHRASE = 1  # an outcome phrase
+    TIME = 2
+    DATE = 3
+    COUNT = 4
+    NUM = 5
+    BAD = 6
+    FILLER = 7
+    CONTENT = 8  # an unknown word, or a stop phrase
+    NEGATION = 9
+    INTENTION = 10
+    HEDGE = 11
+    SEP = 12
 
 
 _CONTENT = frozenset({_I.CONTENT, _I.NEGATION, _I.INTENTION, _I.HEDGE})
 _ITEM_OF = {_K.TIME: _I.TIME, _K.DATE: _I.DATE, _K.COUNT: _I.COUNT, _K.NUM: _I.NUM,
             _K.BAD: _I.BAD, _K.SEP: _I.SEP}
-_WRITTEN = frozenset({Channel.EMAIL, Channel.MESSAGE})
 
 # (general, specific): a fact's outcomes combine into the specific one.
 _REFINES = frozenset({
@@ -952,13 +975,13 @@ class _Item:
 
 
 def _items(toks: list[_Tok], ctx: LineContext) -> list[_Item]:
-    written = ctx.channel in _WRITTEN
+    written = ctx.channel is Channel.EMAIL or ctx.channel is Channel.MESSAGE
     out: list[_Item] = []
-    i = 0
-    while i < len(toks):
+    i, n = 0, len(toks)
+    while i < n:
         t = toks[i]
         if t.kind is _K.WORD:
-            hit = _longest(toks, i)
+            hit = _longest(toks, i) if t.text in _TRIE_FIRST else None
             if hit is not None:
                 phrase, used = hit
                 outcome = phrase.written if written else phrase.spoken
@@ -972,7 +995,10 @@ def _items(toks: list[_Tok], ctx: LineContext) -> list[_Item]:
                     out.append(_Item(_I.PHRASE, t, outcome, phrase.implies, phrase.where))
                 i += used
                 continue
-            out.append(_Item(_word_kind(t.text), t))
+            kind = _WORD_KIND.get(t.text)
+            if kind is None:
+                kind = _I.FILLER if t.text[:1].isdigit() else _I.CONTENT  # "2nd", "3rd"
+            out.append(_Item(kind, t))
         elif t.kind is _K.DATE and t.day is not None and t.day.kind == "rel" \
                 and t.day.offset > 0:
             out.append(_Item(_I.INTENTION, t))  # "tomorrow": not a report
@@ -982,16 +1008,11 @@ def _items(toks: list[_Tok], ctx: LineContext) -> list[_Item]:
     return out
 
 
-def _word_kind(w: str) -> _I:
-    if w in _NEGATIONS:
-        return _I.NEGATION
-    if w in _INTENTIONS:
-        return _I.INTENTION
-    if w in _HEDGES:
-        return _I.HEDGE
-    if w in _FILLER or w[:1].isdigit():  # "2nd", "3rd"
-        return _I.FILLER
-    return _I.CONTENT
+# A word's kind outside lexicon phrases; where the lists overlap, negation wins
+# over intention, intention over hedge, hedge over filler.
+_WORD_KIND: dict[str, _I] = {
+    **dict.fromkeys(_FILLER, _I.FILLER), **dict.fromkeys(_HEDGES, _I.HEDGE),
+    **dict.fromkeys(_INTENTIONS, _I.INTENTION), **dict.fromkeys(_NEGATIONS, _I.NEGATION)}
 
 
 def _clauses(items: list[_Item]) -> list[tuple[list[_Item], bool]]:
@@ -1027,7 +1048,7 @@ def _clauses(items: list[_Item]) -> list[tuple[list[_Item], bool]]:
     return out
 
 
-@dataclass
+@dataclass(slots=True)
 class _Clause:
     times: list[_Clock] = field(default_factory=list)
     days: list[_Day] = field(default_factory=list)
@@ -1054,18 +1075,27 @@ def _combine(a: Outcome | None, b: Outcome, table: frozenset[tuple[Outcome, Outc
     return None
 
 
+_ANCHORS = frozenset({_I.TIME, _I.DATE, _I.COUNT, _I.NUM, _I.BAD})
+_BLOCKS = frozenset({_I.NEGATION, _I.INTENTION})
+
+
 def _read_clause(items: list[_Item], question: bool) -> _Clause:
     c = _Clause(hedged=question)
-    first, last, first_block = len(items), -1, len(items)
+    n = len(items)
+    first, last, first_block = n, -1, n
     for k, it in enumerate(items):
         if it.kind in _CONTENT:
-            first, last = min(first, k), k
-            if first_block == len(items) and it.kind in (_I.NEGATION, _I.INTENTION):
+            if first == n:
+                first = k
+            last = k
+            if first_block == n and it.kind in _BLOCKS:
                 first_block = k
+    # after an intention word, times and counts are the plan's, not the fact's
+    planned_after = first_block if first_block < n and \
+        items[first_block].kind is _I.INTENTION else n
     for k, it in enumerate(items):
         kind = it.kind
-        if k > first_block and items[first_block].kind is _I.INTENTION \
-                and kind in (_I.TIME, _I.DATE, _I.COUNT, _I.NUM, _I.BAD):
+        if k > planned_after and kind in _ANCHORS:
             c.intent = True
             continue  # "said call back Monday": the plan's day, not the fact's
         if kind is _I.TIME and it.tok.clock is not None:
@@ -1094,12 +1124,12 @@ def _read_clause(items: list[_Item], question: bool) -> _Clause:
                 if c.implies not in (None, it.implies):
                     c.problem = "two channels in one clause"
                 c.implies = it.implies
-        if kind is _I.HEDGE:
-            c.hedged = True
-        if kind in (_I.NEGATION, _I.INTENTION, _I.HEDGE):
+        elif kind is _I.HEDGE:
+            c.hedged = c.intent = True
+        elif kind is _I.NEGATION or kind is _I.INTENTION:
             c.intent = True
-        if not (kind in (_I.TIME, _I.DATE, _I.COUNT, _I.BAD, _I.NUM)
-                or (kind is _I.FILLER and it.tok.text in _TIME_PREPS)):
+        if c.bare and not (kind in _ANCHORS
+                           or (kind is _I.FILLER and it.tok.text in _TIME_PREPS)):
             c.bare = False
     return c
 
@@ -1114,7 +1144,7 @@ def _doubtful(items: list[_Item], k: int) -> bool:
     return not any(0 <= j < len(items) and items[j].kind is _I.NUM for j in (k - 1, k + 1))
 
 
-@dataclass
+@dataclass(slots=True)
 class _Fact:
     times: list[_Clock]
     day: _Day | None
