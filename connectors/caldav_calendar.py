@@ -543,7 +543,8 @@ class CalDavCalendar:
     def close(self) -> None:
         self._client.close()
 
-    def create(self, draft: EventDraft) -> RemoteEvent:
+    def create(self, draft: EventDraft, *, checked: bool = False) -> RemoteEvent:
+        # `checked` changes nothing here: If-None-Match: * is the look-up.
         cal = self._calendar()
         target = urljoin(cal.url, quote(href_name(draft.uid)))
         r = self._request(

@@ -56,7 +56,6 @@ import json
 import re
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
@@ -291,14 +290,18 @@ class GraphCalendar:
 
     # ---- writes ------------------------------------------------------------------
 
-    def create(self, draft: EventDraft) -> RemoteEvent:
+    def create(self, draft: EventDraft, *, checked: bool = False) -> RemoteEvent:
         cal = self._calendar()
-        for ev in self._search(cal, self._prop_filter(PROP_ID, draft.syncd_id)):
-            if ev.syncd_id == draft.syncd_id:
-                raise AlreadyExists(f"event for follow-up {draft.syncd_id!r} already exists "
-                                    f"({ev.ref})")
-        if self.get(draft.uid) is not None:
-            raise AlreadyExists(f"event {draft.uid!r} already exists in {cal.name!r}")
+        # Before a replay, look for an event an earlier try created: by our
+        # property, then by UID (3 requests). A checked first try skips them;
+        # the transactionId still de-duplicates a retried POST.
+        if not checked:
+            for ev in self._search(cal, self._prop_filter(PROP_ID, draft.syncd_id)):
+                if ev.syncd_id == draft.syncd_id:
+                    raise AlreadyExists(f"event for follow-up {draft.syncd_id!r} already "
+                                        f"exists ({ev.ref})")
+            if self.get(draft.uid) is not None:
+                raise AlreadyExists(f"event {draft.uid!r} already exists in {cal.name!r}")
         body = self._payload(draft)
         body["transactionId"] = str(uuid.uuid5(TX_NAMESPACE, draft.syncd_id))
         body["singleValueExtendedProperties"] = [
@@ -404,21 +407,26 @@ class GraphCalendar:
         if not ids:
             return {}
 
-        def one(eid: str) -> tuple[str, RemoteEvent | None]:
-            try:
-                body = self.client.get_json(
-                    f"/me/calendars/{quote(cal.id, safe='')}/events/{quote(eid, safe='')}?"
-                    + _qs({"$expand": EXPAND}),
-                    headers=self._headers,
-                )
-            except NotFound:
-                return eid, None
-            return eid, self._to_event(body)
-
+        paths = [f"/me/calendars/{quote(cal.id, safe='')}/events/{quote(eid, safe='')}?"
+                 + _qs({"$expand": EXPAND}) for eid in ids]
+        # One GET alone; more in JSON batches of 20 (one request each).
+        got: list[dict[str, Any] | RemoteError]
         if len(ids) == 1:
-            return dict([one(ids[0])])
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            return dict(pool.map(one, ids))
+            try:
+                got = [self.client.get_json(paths[0], headers=self._headers)]
+            except NotFound as e:
+                got = [e]
+        else:
+            got = self.client.get_many(paths, headers=self._headers)
+        out: dict[str, RemoteEvent | None] = {}
+        for eid, body in zip(ids, got, strict=True):
+            if isinstance(body, NotFound):
+                out[eid] = None
+            elif isinstance(body, RemoteError):
+                raise body
+            else:
+                out[eid] = self._to_event(body)
+        return out
 
     # ---- helpers ------------------------------------------------------------------
 

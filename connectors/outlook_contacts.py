@@ -10,6 +10,8 @@ Delta
     /me/contactFolders/{id}/contacts/delta?$select=…`, following
     `@odata.nextLink` until `@odata.deltaLink`. The cursor (JSON) holds each
     folder's deltaLink and is committed by the core together with the rows.
+    With a cursor, the folder listings and every folder's first delta page
+    go in one JSON batch (`POST /$batch`): an idle cycle is one request.
     Requests carry `Prefer: IdType="ImmutableId"` (ids survive moves between
     folders; a move shows up as an upsert in the new folder, never as a
     removal) and `odata.maxpagesize`.
@@ -47,6 +49,8 @@ from syncd.model import Contact, ContactBatch, SourceProblem
 from syncd.settings import SourceConfig
 
 _CURSOR_VERSION = 1
+ROOT_FOLDER = "/me/contactFolders/contacts"  # the default folder (well-known name)
+CHILD_FOLDERS = "/me/contactFolders?$top=100"  # lists only the default folder's children
 SELECT = (
     "id,displayName,givenName,middleName,surname,fileAs,emailAddresses,mobilePhone,"
     "businessPhones,homePhones,companyName,jobTitle,personalNotes,categories"
@@ -94,11 +98,20 @@ class OutlookContactsSource:
     # ---- the port ---------------------------------------------------------------
 
     def read(self, cursor: str | None) -> ContactBatch:
-        folders = self._folders()
+        links = self._links(cursor)
+        prefetched: dict[str, dict[str, Any] | RemoteError] = {}
+        if links:
+            order = sorted(links)
+            got = self.client.get_many(
+                [ROOT_FOLDER, CHILD_FOLDERS, *(links[f] for f in order)], headers=self._prefer)
+            folders = self._folders(got[0], got[1])
+            prefetched = dict(zip(order, got[2:], strict=True))
+        else:
+            folders = self._folders()
         state = self._parse_cursor(cursor, folders)
         if state is not None:
             try:
-                return self._incremental(folders, state)
+                return self._incremental(folders, state, prefetched)
             except _Resync:
                 pass  # expired delta state: one full re-read below
         try:
@@ -125,13 +138,14 @@ class OutlookContactsSource:
             problems=problems,
         )
 
-    def _incremental(self, folders: dict[str, str], state: dict[str, str]) -> ContactBatch:
+    def _incremental(self, folders: dict[str, str], state: dict[str, str],
+                     prefetched: dict[str, dict[str, Any] | RemoteError]) -> ContactBatch:
         upserts: dict[str, dict[str, Any]] = {}
         removed: set[str] = set()
         links: dict[str, str] = {}
         for fid in sorted(folders):
             start = state.get(fid) or self._initial(fid)  # a new folder: its first round
-            r = self._round(start)
+            r = self._round(start, prefetched.get(fid))
             upserts.update(r.upserts)
             removed |= r.removed
             links[fid] = r.link
@@ -143,10 +157,12 @@ class OutlookContactsSource:
             full=False, problems=problems,
         )
 
-    def _round(self, start: str) -> _Round:
-        """One delta round from `start` to its deltaLink. An expired state
-        anywhere raises _Resync; another failure on a nextLink restarts the
-        round once from `start`."""
+    def _round(self, start: str, first_page: dict[str, Any] | RemoteError | None = None
+               ) -> _Round:
+        """One delta round from `start` to its deltaLink (`first_page`: the
+        answer to `start`, fetched in a batch). An expired state anywhere
+        raises _Resync; another failure on a nextLink restarts the round once
+        from `start`."""
         for attempt in (1, 2):
             r = _Round()
             url = start
@@ -154,7 +170,12 @@ class OutlookContactsSource:
             try:
                 while True:
                     try:
-                        page = self.client.get_json(url, headers=self._prefer)
+                        if first and attempt == 1 and first_page is not None:
+                            if isinstance(first_page, RemoteError):
+                                raise first_page
+                            page = first_page
+                        else:
+                            page = self.client.get_json(url, headers=self._prefer)
                     except DeltaExpired:
                         raise _Resync() from None
                     except RemoteError:
@@ -191,13 +212,23 @@ class OutlookContactsSource:
 
     # ---- folders -----------------------------------------------------------------
 
-    def _folders(self) -> dict[str, str]:
-        """id -> display name of the folders to read."""
-        root = self.client.get_json("/me/contactFolders/contacts", headers=self._prefer)
+    def _folders(self, root: dict[str, Any] | RemoteError | None = None,
+                 children: dict[str, Any] | RemoteError | None = None) -> dict[str, str]:
+        """id -> display name of the folders to read (`root`, `children`: the
+        answers to the first two requests, when they came in a batch)."""
+        if root is None:
+            root = self.client.get_json(ROOT_FOLDER, headers=self._prefer)
+        if isinstance(root, RemoteError):
+            raise root
         found = {str(root["id"]): str(root.get("displayName") or "Contacts")}
-        url: str | None = "/me/contactFolders?$top=100"
+        url: str | None = CHILD_FOLDERS
         while url:
-            page = self.client.get_json(url, headers=self._prefer)
+            if children is None:
+                page = self.client.get_json(url, headers=self._prefer)
+            elif isinstance(children, RemoteError):
+                raise children
+            else:
+                page, children = children, None
             for f in page.get("value") or []:
                 if isinstance(f, dict) and f.get("id"):
                     found[str(f["id"])] = str(f.get("displayName") or "")
@@ -233,6 +264,14 @@ class OutlookContactsSource:
                       ) -> dict[str, str] | None:
         """The deltaLinks per folder, or None for a full read (no cursor, an
         unreadable one, other settings, or a folder gone since)."""
+        links = self._links(cursor)
+        if links is None or set(links) - set(folders):
+            return None  # a folder went away: its contacts must go too
+        return links
+
+    def _links(self, cursor: str | None) -> dict[str, str] | None:
+        """The cursor's deltaLinks per folder, or None when it is missing,
+        unreadable, or made with other settings."""
         if not cursor:
             return None
         try:
@@ -249,8 +288,6 @@ class OutlookContactsSource:
             for k, v in links.items()
         ):
             return None
-        if set(links) - set(folders):
-            return None  # a folder went away: its contacts must go too
         return links
 
     # ---- mapping ------------------------------------------------------------------

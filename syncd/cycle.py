@@ -189,9 +189,10 @@ class Cycle:
             draft = _draft_from_row(fu, self.user_tz)
             self._create(fu["id"], draft, res)
 
-    def _create(self, fid: str, draft: EventDraft, res: CycleResult) -> None:
+    def _create(self, fid: str, draft: EventDraft, res: CycleResult, *,
+                checked: bool = False) -> None:
         try:
-            ev = self.calendar.create(draft)
+            ev = self.calendar.create(draft, checked=checked)
             res.events_created += 1
         except AlreadyExists:
             found = self.calendar.get(draft.uid)
@@ -296,10 +297,16 @@ class Cycle:
         summary, block, news = self._render(p, fu, contact, now)
         description = notes.compose(block)
         with self.store.tx() as tx:
+            # A first try (no earlier intent, no such event in the calendar's
+            # change feed) lets the backend skip its look-up before creating.
+            prior = tx.execute("SELECT status FROM followups WHERE id=?", (fu.id,)).fetchone()
+            seen = tx.execute("SELECT 1 FROM events WHERE syncd_id=? LIMIT 1",
+                              (fu.id,)).fetchone()
+            checked = (prior is None or prior["status"] != "creating") and seen is None
             _upsert_followup(tx, p, fu, summary, block, description, "creating", news)
         self._hook("commit-intent")
         row = self.store.db.execute("SELECT * FROM followups WHERE id=?", (fu.id,)).fetchone()
-        self._create(fu.id, _draft_from_row(row, self.user_tz), res)
+        self._create(fu.id, _draft_from_row(row, self.user_tz), res, checked=checked)
 
     def _move(self, p: Plan, fu: Planned, contact: Contact, now: datetime,
               res: CycleResult) -> None:

@@ -55,10 +55,16 @@ class Calendar(Protocol):
         """The event with this UID, or None."""
         ...
 
-    def create(self, draft: EventDraft) -> RemoteEvent:
+    def create(self, draft: EventDraft, *, checked: bool = False) -> RemoteEvent:
         """Create the event; never overwrites (`If-None-Match: *` or the API's
         equivalent). Raises `AlreadyExists` when an event with this identity is
-        already there (a retried create after a crash)."""
+        already there (a retried create after a crash).
+
+        `checked`: the caller knows no earlier try exists and the calendar's
+        change feed holds no event with this identity, so a backend may skip
+        the look-up it would otherwise make before creating (a request per
+        event on Google and Graph). The remote's own guard (If-None-Match, a
+        client-chosen id, a transactionId) still applies."""
         ...
 
     def update(self, ref: str, etag: str, draft: EventDraft) -> RemoteEvent:

@@ -316,6 +316,23 @@ def test_conflicting_create_raises_already_exists(cal: Calendar) -> None:
         cal.create(draft(summary="other text", uid=d.uid))
 
 
+def test_a_checked_first_create_is_one_request_and_a_repeat_never_duplicates(
+    backend: Backend, cal: Calendar
+) -> None:
+    cal.changes(None)  # the calendar is found (and made) before counting
+    d = draft()
+    count = backend.count_requests(cal)
+    made = cal.create(d, checked=True)
+    assert count() == 1  # no look-up before the create
+    try:  # a repeat that thinks it is a first try: the remote's own guard holds
+        again = cal.create(d, checked=True)
+        assert again.ref == made.ref  # Graph: the transactionId answers with the event
+    except AlreadyExists:
+        pass  # CalDAV (If-None-Match) and Google (the client-chosen id)
+    mine = [e for e in cal.changes(None).events if e.syncd_id == d.syncd_id]
+    assert [e.ref for e in mine] == [made.ref]
+
+
 def test_create_with_uid_taken_by_another_client(backend: Backend, name: str) -> None:
     cal = backend.open(name)
     uid = f"taken-{uuid.uuid4().hex}@elsewhere"

@@ -102,12 +102,32 @@ def test_contacts_delta_follows_next_links_and_stores_delta_links(ms: MsCloud, s
     links = json.loads(batch.cursor or "")["links"]
     assert set(links) == {g.root.id, recruiters} and all("$deltatoken=" in v
                                                          for v in links.values())
-    # An idle round: the folder listing, then one deltaLink GET per folder.
+    # An idle round is one HTTP request: a JSON batch of both folder listings
+    # and each folder's deltaLink.
     g.server.clear_log()
     idle = src.read(batch.cursor)
     assert (idle.contacts, idle.removed, idle.full) == ((), (), False)
+    assert [(r.method, r.path) for r in g.requests if not r.batched] == [
+        ("POST", "/v1.0/$batch")]
     assert [r.q("$deltatoken") is not None for r in g.requests if "/delta" in r.path] == [
         True, True]
+    assert all(r.batched for r in g.requests[1:])
+
+
+def test_a_throttled_batch_step_is_sent_again_alone(ms: MsCloud, state: Path) -> None:
+    g = ms.graph
+    g.add_folder("Recruiters")
+    jane = g.put_contact(person("Jane Roe", "jane@x.example"))
+    src = source(ms, state)
+    first = src.read(None)
+    g.put_contact(person("Jane Roe", "jane@x.example", jobTitle="CIO"), contact_id=jane)
+    g.inject(Fault(lambda r: r.batched and r.q("$deltatoken") is not None, 429,
+                   "ApplicationThrottled", "Too many requests.", {"Retry-After": "0.01"}))
+    g.server.clear_log()
+    batch = src.read(first.cursor)
+    assert [(c.uid, c.title) for c in batch.contacts] == [(jane, "CIO")]
+    alone = [r for r in g.requests if not r.batched and "/delta" in r.path]
+    assert len(alone) == 1 and alone[0].q("$deltatoken") is not None
 
 
 def test_removed_and_moved_contacts(ms: MsCloud, state: Path) -> None:
@@ -399,14 +419,15 @@ def test_at_most_four_requests_in_flight_per_mailbox(ms: MsCloud, state: Path) -
     cal = calendar(ms, state)
     for i in range(8):
         cal.create(draft(soon(2 + i)))
-    twin = calendar(ms, state)  # a second connector on the same mailbox
-    twin.url()
-    ms.graph.latency = 0.05  # every request takes a while: parallel GETs overlap
+    twins = [calendar(ms, state) for _ in range(6)]  # connectors on the same mailbox
+    for t in twins:
+        t.url()
+    ms.graph.latency = 0.05  # every request takes a while: parallel ones overlap
     ms.graph.max_in_flight = 0
-    # Each reads in full with one expanded GET per event of ours, 4 at a
-    # time; both at once must still stay within Outlook's 4 per mailbox.
-    with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(lambda c: c.changes(None), (cal, twin)))
+    # Six full reads at once (a delta, then a JSON batch of expanded GETs
+    # each) must still stay within Outlook's 4 per mailbox.
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda c: c.changes(None), twins))
     assert all(len(ch.events) == 8 and all(e.syncd_id for e in ch.events) for ch in results)
     assert ms.graph.max_in_flight == 4
     assert ms.graph.throttled == 0

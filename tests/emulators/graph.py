@@ -46,6 +46,13 @@ Faults and limits
   processes the request and then fails or drops the answer (a lost response:
   what transactionId exists for); more than `concurrency_limit` requests in
   flight for the mailbox → 429 `ApplicationThrottled`; `latency` per request.
+JSON batching
+  `POST /v1.0/$batch` with `{"requests": [{"id", "method", "url", "headers",
+  "body"}]}` (at most 20, ids unique, urls relative to the version) → 200
+  `{"responses": [{"id", "status", "headers", "body"}]}`; each step is
+  authorised, throttled and fault-injected as if sent alone (a 429 step
+  carries its own `Retry-After`), and is logged in `requests` with
+  `batched=True` after the POST that carried it.
 
 All errors use Graph's JSON: `{"error": {"code", "message", "innerError":
 {"date", "request-id", "client-request-id"}}}`.
@@ -55,6 +62,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import re
 import secrets
 import threading
@@ -64,7 +72,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from urllib.parse import quote, unquote, urlencode
+from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import trustme
@@ -569,6 +577,8 @@ class GraphEmulator:
     # ---- plumbing -----------------------------------------------------------------
 
     def _app(self, req: Request) -> Response:
+        if req.method == "POST" and req.path.rstrip("/") == "/v1.0/$batch":
+            return self._batch(req)
         with self._flight_lock:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -605,6 +615,50 @@ class GraphEmulator:
         finally:
             with self._flight_lock:
                 self.in_flight -= 1
+
+    def _batch(self, req: Request) -> Response:
+        """JSON batching (learn.microsoft.com/graph/json-batching): the steps
+        run one by one here, each through `_app` as if sent alone."""
+        try:
+            self._auth(req, ("Contacts.Read", "Contacts.ReadWrite", "Calendars.Read",
+                             "Calendars.ReadWrite"))
+            try:
+                steps = json.loads(req.body or b"{}").get("requests")
+            except (ValueError, AttributeError):
+                steps = None
+            if not isinstance(steps, list) or not all(
+                    isinstance(s, dict) and isinstance(s.get("id"), str)
+                    and isinstance(s.get("method"), str) and isinstance(s.get("url"), str)
+                    for s in steps):
+                raise GraphError(400, "BadRequest", "Invalid batch payload format.")
+            if len(steps) > 20:
+                raise GraphError(400, "BadRequest",
+                                 "Number of batch steps exceeds the maximum of 20.")
+            if len({s["id"] for s in steps}) != len(steps):
+                raise GraphError(400, "BadRequest", "Batch request ids must be unique.")
+        except GraphError as e:
+            return self._error(e)
+        out = []
+        for s in steps:
+            parts = urlsplit(s["url"] if s["url"].startswith("/") else "/" + s["url"])
+            sub_headers = {"authorization": req.headers.get("authorization", "")}
+            sub_headers.update({str(k).lower(): str(v)
+                                for k, v in (s.get("headers") or {}).items()})
+            body = s.get("body")
+            sub = Request(method=s["method"].upper(), path="/v1.0" + parts.path,
+                          query=parse_qs(parts.query, keep_blank_values=True),
+                          headers=sub_headers,
+                          body=b"" if body is None else json.dumps(body).encode("utf-8"),
+                          batched=True)
+            self.server.note(sub)
+            resp = self._app(sub)
+            if resp.drop:
+                return resp  # the connection is lost: the whole batch answer with it
+            headers = {k: v for k, v in resp.headers.items() if k.lower() != "content-length"}
+            payload: Any = json.loads(resp.body) if resp.body else None
+            out.append({"id": s["id"], "status": resp.status, "headers": headers,
+                        **({"body": payload} if payload is not None else {})})
+        return json_response(200, {"responses": out})
 
     def _fault_response(self, f: Fault) -> Response:
         if f.drop:

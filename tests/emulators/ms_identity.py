@@ -71,6 +71,7 @@ class Request:
     headers: dict[str, str]  # lower-cased names
     body: bytes
     at: float = field(default_factory=time.monotonic)
+    batched: bool = False  # one step of a JSON batch (Graph's $batch), not an HTTP request
 
     def q(self, name: str) -> str | None:
         """A query parameter; OData names ($filter) and others compared
@@ -199,6 +200,11 @@ class HttpsServer:
     def requests(self) -> list[Request]:
         with self._httpd.log_lock:
             return list(self._httpd.log)
+
+    def note(self, req: Request) -> None:
+        """Log a request that arrived inside another (a batch step)."""
+        with self._httpd.log_lock:
+            self._httpd.log.append(req)
 
     def clear_log(self) -> None:
         with self._httpd.log_lock:
