@@ -98,6 +98,7 @@ from syncd.errors import (
     RemoteError,
 )
 from syncd.model import EventChanges, EventDraft, RemoteEvent
+from syncd.ports import create_one_by_one
 from syncd.settings import CalendarConfig
 
 PRODID = "-//syncd//EN"
@@ -481,6 +482,7 @@ class CalDavCalendar:
     """The `syncd.ports.Calendar` port on a CalDAV server."""
 
     kind = "caldav"
+    batch_size = 1  # CalDAV has no batch write
 
     def __init__(
         self,
@@ -562,6 +564,9 @@ class CalDavCalendar:
         if r.status == 412 or conflict:
             raise AlreadyExists(f"event {draft.uid!r} already exists in {cal.url}")
         raise self._failure(r, f"creating event {draft.uid!r}")
+
+    def create_many(self, drafts: list[EventDraft]) -> list[RemoteEvent | RemoteError]:
+        return create_one_by_one(self, drafts)
 
     def update(self, ref: str, etag: str, draft: EventDraft) -> RemoteEvent:
         cal = self._calendar()

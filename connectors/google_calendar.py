@@ -81,6 +81,7 @@ from connectors.google_common import ApiStatus, GoogleApi
 from syncd.errors import AlreadyExists, NotFound, PreconditionFailed, RemoteError
 from syncd.model import EventChanges, EventDraft, RemoteEvent
 from syncd.notes import html_to_text, looks_like_html
+from syncd.ports import create_one_by_one
 from syncd.settings import CalendarConfig
 
 log = structlog.get_logger("syncd")
@@ -202,6 +203,7 @@ class GoogleCalendar:
     """Google Calendar as the follow-up calendar. Not thread-safe."""
 
     kind = "google"
+    batch_size = 1  # inserts are sent one by one (see create_many)
 
     def __init__(self, cfg: CalendarConfig, state_dir: Path) -> None:
         self.cfg = cfg
@@ -402,6 +404,9 @@ class GoogleCalendar:
         if ev is None:
             raise RemoteError("Google returned an event without a start", retryable=False)
         return ev
+
+    def create_many(self, drafts: list[EventDraft]) -> list[RemoteEvent | RemoteError]:
+        return create_one_by_one(self, drafts)
 
     def update(self, ref: str, etag: str, draft: EventDraft) -> RemoteEvent:
         cid = self._calendar_id()

@@ -45,6 +45,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -176,6 +177,26 @@ class _WaitRetryAfter(wait_base):
         return float(self.fallback(retry_state))
 
 
+@dataclass(frozen=True)
+class Step:
+    """One request of a JSON batch."""
+
+    method: str
+    path: str  # relative to the version, or a link the endpoint owns
+    body: Any = None
+    headers: Mapping[str, str] | None = None
+
+    def as_json(self, sid: str, url: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": sid, "method": self.method, "url": url}
+        headers = dict(self.headers or {})
+        if self.body is not None:
+            headers["Content-Type"] = "application/json"
+            out["body"] = self.body
+        if headers:
+            out["headers"] = headers
+        return out
+
+
 class GraphClient:
     """Graph requests for one connector (`who` names it in messages)."""
 
@@ -229,31 +250,38 @@ class GraphClient:
 
     def get_many(self, paths: Sequence[str], *, headers: Mapping[str, str] | None = None
                  ) -> list[dict[str, Any] | RemoteError]:
-        """GETs in JSON batches: one HTTP request per 20. Each result is the
-        step's JSON body, or the error `get_json` would have raised for it
+        """GETs in JSON batches (see `send_many`)."""
+        return self.send_many([Step("GET", p, headers=headers) for p in paths])
+
+    def send_many(self, steps: Sequence[Step]) -> list[dict[str, Any] | RemoteError]:
+        """Requests in JSON batches: one HTTP request per 20. Each result is
+        the step's JSON body, or the error `request` would have raised for it
         alone. Steps answered 401 (a token that expired in between), 429 or
-        5xx, and steps missing from the answer, are sent again alone."""
+        5xx, and steps missing from the answer, are sent again alone (with
+        `request`'s retries): only steps safe to repeat belong in a batch
+        (GETs; POSTs with a transactionId)."""
         out: list[dict[str, Any] | RemoteError] = []
-        for lo in range(0, len(paths), BATCH_MAX):
-            chunk = list(paths[lo:lo + BATCH_MAX])
-            steps = [{"id": str(i), "method": "GET", "url": self._relative(p),
-                      **({"headers": dict(headers)} if headers else {})}
-                     for i, p in enumerate(chunk)]
-            answer = self.json_of(self.request("POST", "/$batch",
-                                               json_body={"requests": steps}, idempotent=True))
+        for lo in range(0, len(steps), BATCH_MAX):
+            chunk = list(steps[lo:lo + BATCH_MAX])
+            body = {"requests": [s.as_json(str(i), self._relative(s.path))
+                                 for i, s in enumerate(chunk)]}
+            answer = self.json_of(self.request("POST", "/$batch", json_body=body,
+                                               idempotent=True))
             by_id = {str(a.get("id")): a for a in answer.get("responses") or []
                      if isinstance(a, dict)}
-            for i, path in enumerate(chunk):
+            for i, s in enumerate(chunk):
                 step = by_id.get(str(i))
                 sub = _step_response(step) if step is not None else None
                 try:
                     if sub is None or sub.status_code == 401 \
                             or sub.status_code in RETRY_STATUSES or sub.status_code >= 500:
-                        out.append(self.get_json(path, headers=headers))
+                        out.append(self.json_of(self.request(
+                            s.method, s.path, json_body=s.body, headers=s.headers,
+                            idempotent=True)))
                     elif sub.status_code < 300:
                         out.append(self.json_of(sub))
                     else:
-                        out.append(self.error_for(sub, "GET", self.url(path)))
+                        out.append(self.error_for(sub, s.method, self.url(s.path)))
                 except RemoteError as e:
                     out.append(e)
         return out

@@ -32,7 +32,16 @@ from syncd.model import (
     Outcome,
     RemoteEvent,
 )
-from syncd.planner import AttemptRec, CommandRec, ContactInput, LiveRec, Plan, Planned, plan
+from syncd.planner import (
+    AttemptRec,
+    CommandRec,
+    ContactInput,
+    LiveRec,
+    Plan,
+    Planned,
+    phone_zone_of,
+    plan,
+)
 from syncd.ports import Calendar, ContactSource
 from syncd.progress import ProgressFn, silent
 from syncd.reconcile import apply_changes, upsert_event
@@ -149,10 +158,11 @@ class Cycle:
                 res.contacts_changed += 1
                 tx.execute(
                     "INSERT INTO contacts(id, source, name, data, fingerprint, removed, "
-                    "first_seen) VALUES(?,?,?,?,?,0,?) ON CONFLICT(id) DO UPDATE SET "
-                    "name=excluded.name, data=excluded.data, "
-                    "fingerprint=excluded.fingerprint, removed=0",
-                    (c.id, c.source, c.name, c.to_json(), fp, now),
+                    "first_seen, phone_zone) VALUES(?,?,?,?,?,0,?,?) ON CONFLICT(id) DO UPDATE "
+                    "SET name=excluded.name, data=excluded.data, "
+                    "fingerprint=excluded.fingerprint, removed=0, "
+                    "phone_zone=excluded.phone_zone",
+                    (c.id, c.source, c.name, c.to_json(), fp, now, phone_zone_of(c.phones)),
                 )
             gone = {f"{src.name}:{u}" for u in batch.removed}
             if batch.full:
@@ -194,17 +204,29 @@ class Cycle:
         try:
             ev = self.calendar.create(draft, checked=checked)
             res.events_created += 1
-        except AlreadyExists:
-            found = self.calendar.get(draft.uid)
-            if found is None:
-                self._ghost(fid)
-                raise
-            ev = found
+        except AlreadyExists as e:
+            self._adopt(fid, draft, e)
+            return
         self._hook("create")
+        self._commit_creates([(fid, ev)])
+
+    def _adopt(self, fid: str, draft: EventDraft, err: AlreadyExists) -> None:
+        """The create met an event with this identity (an earlier try made
+        it): take that event, or handle a ghost."""
+        found = self.calendar.get(draft.uid)
+        if found is None:
+            self._ghost(fid)
+            raise err
+        self._hook("create")
+        self._commit_creates([(fid, found)])
+
+    def _commit_creates(self, made: list[tuple[str, RemoteEvent]]) -> None:
         with self.store.tx() as db:
-            db.execute("UPDATE followups SET status='live', ref=?, etag=?, description=? "
-                       "WHERE id=? AND status='creating'", (ev.ref, ev.etag, ev.description, fid))
-            upsert_event(db, ev)
+            for fid, ev in made:
+                db.execute("UPDATE followups SET status='live', ref=?, etag=?, description=? "
+                           "WHERE id=? AND status='creating'",
+                           (ev.ref, ev.etag, ev.description, fid))
+                upsert_event(db, ev)
         self._hook("commit-create")
 
     def _ghost(self, fid: str) -> None:
@@ -237,6 +259,7 @@ class Cycle:
     def write_plan(self, res: CycleResult) -> None:
         now = self.now()
         self._progress("plan", 0, 1)
+        self._backfill_phone_zones()
         todo = [p for p in self.plans()
                 if p.retire or (p.followup is not None and p.followup.action != "keep")]
         # Follow-ups beyond the horizon are rows in the store only (nothing goes
@@ -258,6 +281,8 @@ class Cycle:
                     self.store.db.execute("SELECT id, data FROM contacts")
                     if r["id"] in wanted} if wanted else {}
         self._record_planned(planned, contacts)
+        size = getattr(self.calendar, "batch_size", 1)
+        batch: list[tuple[Plan, Planned]] = []  # creates waiting to go in one request
         for i, p in enumerate(writes):
             self._progress("write", i, len(writes))
             if p.retire:
@@ -265,11 +290,29 @@ class Cycle:
             fu = p.followup
             if fu is None:
                 continue
-            if fu.action == "create":
+            if fu.action == "create" and size > 1:
+                batch.append((p, fu))
+                if len(batch) == size:
+                    self._create_batch(batch, contacts, now, res)
+                    batch = []
+            elif fu.action == "create":
                 self._create_new(p, fu, contacts[p.contact_id], now, res)
             elif fu.action == "move":
                 self._move(p, fu, contacts[p.contact_id], now, res)
+        if batch:
+            self._create_batch(batch, contacts, now, res)
         self._progress("write", len(writes), len(writes))
+
+    def _backfill_phone_zones(self) -> None:
+        """Contacts imported before the store kept their phone's zone
+        (migration 6) get it once."""
+        rows = self.store.db.execute(
+            "SELECT id, data FROM contacts WHERE phone_zone IS NULL").fetchall()
+        if rows:
+            with self.store.tx() as tx:
+                tx.executemany("UPDATE contacts SET phone_zone=? WHERE id=?", [
+                    (phone_zone_of(Contact.from_json(r["data"]).phones), r["id"])
+                    for r in rows])
 
     def _render(self, p: Plan, fu: Planned, contact: Contact,
                 now: datetime) -> tuple[str, str, str | None]:
@@ -294,19 +337,61 @@ class Cycle:
 
     def _create_new(self, p: Plan, fu: Planned, contact: Contact, now: datetime,
                     res: CycleResult) -> None:
-        summary, block, news = self._render(p, fu, contact, now)
-        description = notes.compose(block)
-        with self.store.tx() as tx:
-            # A first try (no earlier intent, no such event in the calendar's
-            # change feed) lets the backend skip its look-up before creating.
-            prior = tx.execute("SELECT status FROM followups WHERE id=?", (fu.id,)).fetchone()
-            seen = tx.execute("SELECT 1 FROM events WHERE syncd_id=? LIMIT 1",
-                              (fu.id,)).fetchone()
-            checked = (prior is None or prior["status"] != "creating") and seen is None
-            _upsert_followup(tx, p, fu, summary, block, description, "creating", news)
+        checked = self._record_intents([(p, fu)], {p.contact_id: contact}, now)
         self._hook("commit-intent")
-        row = self.store.db.execute("SELECT * FROM followups WHERE id=?", (fu.id,)).fetchone()
-        self._create(fu.id, _draft_from_row(row, self.user_tz), res, checked=checked)
+        self._create(fu.id, self._draft(fu.id), res, checked=fu.id in checked)
+
+    def _record_intents(self, items: list[tuple[Plan, Planned]], contacts: dict[str, Contact],
+                        now: datetime) -> set[str]:
+        """Record the creates as intents in one transaction; returns the ids
+        of first tries (no earlier intent, no such event in the calendar's
+        change feed), for which the backend may skip its look-up."""
+        rendered = [(p, fu, *self._render(p, fu, contacts[p.contact_id], now))
+                    for p, fu in items]
+        checked: set[str] = set()
+        with self.store.tx() as tx:
+            for p, fu, summary, block, news in rendered:
+                prior = tx.execute("SELECT status FROM followups WHERE id=?",
+                                   (fu.id,)).fetchone()
+                seen = tx.execute("SELECT 1 FROM events WHERE syncd_id=? LIMIT 1",
+                                  (fu.id,)).fetchone()
+                if (prior is None or prior["status"] != "creating") and seen is None:
+                    checked.add(fu.id)
+                _upsert_followup(tx, p, fu, summary, block, notes.compose(block), "creating",
+                                 news)
+        return checked
+
+    def _draft(self, fid: str) -> EventDraft:
+        row = self.store.db.execute("SELECT * FROM followups WHERE id=?", (fid,)).fetchone()
+        return _draft_from_row(row, self.user_tz)
+
+    def _create_batch(self, items: list[tuple[Plan, Planned]], contacts: dict[str, Contact],
+                      now: datetime, res: CycleResult) -> None:
+        """Creates in one request (the API's batch): intents in one commit,
+        the batch, then the results in one commit. A crash anywhere leaves
+        intents that the next cycle replays one by one, with look-ups."""
+        checked = self._record_intents(items, contacts, now)
+        self._hook("commit-intent")
+        first = [self._draft(fu.id) for _p, fu in items if fu.id in checked]
+        for _p, fu in items:
+            if fu.id not in checked:
+                self._create(fu.id, self._draft(fu.id), res)
+        if not first:
+            return
+        results = self.calendar.create_many(first)
+        self._hook("create")
+        made = [(d.syncd_id, r) for d, r in zip(first, results, strict=True)
+                if isinstance(r, RemoteEvent)]
+        self._commit_creates(made)
+        res.events_created += len(made)
+        failed: RemoteError | None = None
+        for d, r in zip(first, results, strict=True):
+            if isinstance(r, AlreadyExists):
+                self._adopt(d.syncd_id, d, r)
+            elif isinstance(r, RemoteError) and failed is None:
+                failed = r  # its intent stays: the next cycle replays it
+        if failed is not None:
+            raise failed
 
     def _move(self, p: Plan, fu: Planned, contact: Contact, now: datetime,
               res: CycleResult) -> None:
@@ -494,7 +579,8 @@ def load_inputs(db: sqlite3.Connection, cfg: Config) -> tuple[
         interviews.setdefault(r["contact_id"], []).append((end, f"interview {at:%b} {at.day}"))
     inputs = []
     live_refs: set[str] = set()
-    for r in db.execute("SELECT id, data, first_seen, removed FROM contacts ORDER BY id"):
+    for r in db.execute("SELECT id, data, first_seen, removed, phone_zone FROM contacts "
+                        "ORDER BY id"):
         cid = r["id"]
         live, ref = lives.get(cid, (None, None))
         if ref:
@@ -511,6 +597,7 @@ def load_inputs(db: sqlite3.Connection, cfg: Config) -> tuple[
             last_seq=last_seq.get(cid, 0),
             handled=handled,
             interviews=tuple(interviews.get(cid, [])),
+            phone_zone=r["phone_zone"],
         ))
     busy: list[tuple[datetime, datetime]] = []
     counts: dict[date, int] = {}

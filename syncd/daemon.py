@@ -35,7 +35,7 @@ from types import FrameType
 import structlog
 
 from syncd import config as config_mod
-from syncd import retry
+from syncd import memory, retry
 from syncd.cycle import Cycle, CycleResult, StepHook
 from syncd.errors import ConfigError, SyncdError
 from syncd.ports import Calendar, ContactSource
@@ -267,6 +267,7 @@ class Daemon:
                      calendar="backing off",
                      next_try=backoffs[retry.KEY_CALENDAR].next_try.isoformat(),
                      failed_sources=res.failed_sources, duration=round(res.duration, 3))
+        memory.release()  # an idle daemon should not hold the cycle's peak
         self.notifier.send(STATUS=summary(res, waiting), WATCHDOG=1)
         self.after_cycle(res)
         return res

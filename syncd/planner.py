@@ -71,6 +71,9 @@ class ContactInput:
     handled: tuple[datetime, ...] = ()
     # Interviews with this person: (when it ended, what it was called).
     interviews: tuple[tuple[datetime, str], ...] = ()
+    # `phone_zone(contact.phones)` as stored at import ('' for none), or
+    # None when not known yet (then it is looked up).
+    phone_zone: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,31 +204,33 @@ def resolve_cadence(contact: Contact, rules: tuple[Rule, ...]) -> tuple[str, str
     return cadence or "", tz_rule
 
 
-def contact_zone(contact: Contact, rule_tz: str | None, user_tz: str) -> tuple[str, str]:
+def contact_zone(contact: Contact, rule_tz: str | None, user_tz: str,
+                 phone_zone: str | None = None) -> tuple[str, str]:
     """The contact's zone and where it came from: a custom-field override, the
-    contact, a rule, the phone number, else the user's zone."""
+    contact, a rule, the phone number, else the user's zone. `phone_zone`:
+    the stored `phone_zone(contact.phones)`, when known."""
     override = dict(contact.overrides).get("syncd-timezone")
-    return _zone(override, contact.timezone, rule_tz, contact.phones, user_tz)
-
-
-# Every plan resolves every contact's zone (twice: the pool, then the
-# contact), and a phone number costs libphonenumber ~0.2 ms: cached by what
-# decides it, sized for tens of thousands of contacts, so a cycle in which
-# nothing changed looks zones up instead of parsing 10,000 numbers again.
-@lru_cache(maxsize=1 << 15)
-def _zone(override: str | None, timezone: str, rule_tz: str | None, phones: tuple[str, ...],
-          user_tz: str) -> tuple[str, str]:
-    for value, origin in ((override, "override"), (timezone, "contact"), (rule_tz, "rule")):
+    for value, origin in ((override, "override"), (contact.timezone, "contact"),
+                          (rule_tz, "rule")):
         if value and _valid_zone(value):
             return value, origin
+    zone = phone_zone if phone_zone is not None else phone_zone_of(contact.phones)
+    return (zone, "phone") if zone else (user_tz, "user")
+
+
+def phone_zone_of(phones: tuple[str, ...]) -> str:
+    """The zone the first placeable phone number pins, '' for none. A
+    libphonenumber look-up costs ~0.2 ms: the cycle stores the answer with
+    the contact when it imports it, so plans read it instead."""
     for phone in phones:
         zone = zone_from_phone(phone)
         if zone:
-            return zone, "phone"
-    return user_tz, "user"
+            return zone
+    return ""
 
 
-@lru_cache(maxsize=4096)
+# Small: the stored zone spares the planner; this serves one-off look-ups.
+@lru_cache(maxsize=256)
 def zone_from_phone(phone: str) -> str | None:
     """The zone of an international number when the numbering plan pins it to
     one zone (libphonenumber's prefix → zone table: +1 212 → New York; a
@@ -242,6 +247,7 @@ def zone_from_phone(phone: str) -> str | None:
     return zones.pop() if len(zones) == 1 else None
 
 
+@lru_cache(maxsize=256)
 def _valid_zone(name: str) -> bool:
     try:
         ZoneInfo(name)
@@ -260,7 +266,8 @@ def pool_stats(inputs: list[ContactInput], cfg: Config) -> Model:
     """The model fitted to everyone's call outcomes (each in their own zone)."""
     people = []
     for ci in inputs:
-        tz, _ = contact_zone(ci.contact, resolve_cadence(ci.contact, cfg.rules)[1], cfg.timezone)
+        tz, _ = contact_zone(ci.contact, resolve_cadence(ci.contact, cfg.rules)[1], cfg.timezone,
+                             ci.phone_zone)
         people.append(learning.stats(ci.attempts, ZoneInfo(tz)))
     return learning.fit(people)
 
@@ -376,7 +383,7 @@ def _assess(ci: ContactInput, now: datetime, ctx: _Ctx) -> _Need:
     cfg, user_tz = ctx.cfg, ctx.user_tz
     c = ci.contact
     base, rule_tz = resolve_cadence(c, cfg.rules)
-    tz, tz_source = contact_zone(c, rule_tz, cfg.timezone)
+    tz, tz_source = contact_zone(c, rule_tz, cfg.timezone, ci.phone_zone)
     names = {k.name for k in cfg.cadences}
     if base not in names:
         base = cfg.cadences[0].name if cfg.cadences else ""

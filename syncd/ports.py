@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
+from syncd.errors import RemoteError
 from syncd.model import ContactBatch, EventChanges, EventDraft, RemoteEvent
 
 
@@ -37,6 +38,9 @@ class Calendar(Protocol):
     """The calendar follow-ups are written into."""
 
     kind: str
+    # How many checked creates `create_many` sends in one request (1: the
+    # API has no batch, and the core creates one event at a time).
+    batch_size: int
 
     def url(self) -> str:
         """A URL or identifier the user can add to a client (shown by the demo)."""
@@ -67,6 +71,13 @@ class Calendar(Protocol):
         client-chosen id, a transactionId) still applies."""
         ...
 
+    def create_many(self, drafts: list[EventDraft]) -> list[RemoteEvent | RemoteError]:
+        """`create(d, checked=True)` for each draft, in batches of
+        `batch_size` per request where the API offers batching. Each result
+        is the event or the error that create would have raised (e.g.
+        `AlreadyExists`)."""
+        ...
+
     def update(self, ref: str, etag: str, draft: EventDraft) -> RemoteEvent:
         """Replace the event at `ref` only if its ETag is still `etag`.
 
@@ -95,3 +106,14 @@ class Calendar(Protocol):
     def close(self) -> None:
         """Release connections."""
         ...
+
+
+def create_one_by_one(cal: Calendar, drafts: list[EventDraft]) -> list[RemoteEvent | RemoteError]:
+    """`create_many` for an API without batching."""
+    out: list[RemoteEvent | RemoteError] = []
+    for d in drafts:
+        try:
+            out.append(cal.create(d, checked=True))
+        except RemoteError as e:
+            out.append(e)
+    return out

@@ -132,6 +132,13 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE followups ADD COLUMN pending TEXT;
     """,
+    # 6: the zone a contact's phone number pins (libphonenumber), found when
+    # the contact is imported: '' for none, NULL until known. Every plan
+    # needs it for every contact; parsing 10,000 numbers per cycle (or
+    # caching them in the daemon's memory) cost what exists, not what changed.
+    """
+    ALTER TABLE contacts ADD COLUMN phone_zone TEXT;
+    """,
 ]
 
 

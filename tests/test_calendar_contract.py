@@ -333,6 +333,26 @@ def test_a_checked_first_create_is_one_request_and_a_repeat_never_duplicates(
     assert [e.ref for e in mine] == [made.ref]
 
 
+def test_create_many_creates_each_and_a_repeat_never_duplicates(
+    backend: Backend, cal: Calendar
+) -> None:
+    cal.changes(None)
+    drafts = [draft(start=datetime(2026, 12, 2 + i, 15, 0, tzinfo=UTC)) for i in range(3)]
+    count = backend.count_requests(cal)
+    made = cal.create_many(drafts)
+    assert [m.syncd_id if isinstance(m, RemoteEvent) else m for m in made] == [
+        d.syncd_id for d in drafts]
+    assert count() == (1 if cal.batch_size >= 3 else 3)  # one batch, or one each
+    again = cal.create_many(drafts)  # a repeat: the remote's guard answers each
+    for first, second in zip(made, again, strict=True):
+        assert isinstance(first, RemoteEvent)
+        assert isinstance(second, AlreadyExists) or (
+            isinstance(second, RemoteEvent) and second.ref == first.ref)
+    mine = sorted(e.ref for e in cal.changes(None).events
+                  if e.syncd_id in {d.syncd_id for d in drafts})
+    assert mine == sorted(m.ref for m in made if isinstance(m, RemoteEvent))
+
+
 def test_create_with_uid_taken_by_another_client(backend: Backend, name: str) -> None:
     cal = backend.open(name)
     uid = f"taken-{uuid.uuid4().hex}@elsewhere"

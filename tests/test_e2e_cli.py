@@ -6,6 +6,7 @@ follow-up written, the user's lines untouched."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 
@@ -78,6 +79,27 @@ def test_contacts_to_events_to_attempts_and_back(env: Env) -> None:
         assert (rec["created"], rec["updated"], rec["deleted"]) == (0, 0, 0)
     assert sorted((e.url, e.etag) for e in env.events()) == etags
     assert len(env.json("attempts")) == 1
+
+
+def test_the_zone_a_phone_pins_is_stored_with_the_contact(env: Env) -> None:
+    """Found once, at import, not at every plan; a state made before the store
+    kept it (migration 6: NULL) gets it on the next cycle."""
+    env.run("sync")
+    db_path = env.config.parent / "state" / "state.db"
+
+    def stored() -> dict[str, str | None]:
+        with sqlite3.connect(db_path) as db:
+            return dict(db.execute("SELECT name, phone_zone FROM contacts"))
+
+    assert stored() == {"Jane Roe": "America/New_York", "Bob Li": "America/Los_Angeles"}
+    with sqlite3.connect(db_path) as db:
+        db.execute("UPDATE contacts SET phone_zone = NULL")
+    zones = {c["name"]: (c["timezone"], c["timezone_source"])
+             for c in env.json("status")["contacts"]}
+    assert zones == {"Jane Roe": ("America/New_York", "phone"),
+                     "Bob Li": ("America/Los_Angeles", "phone")}  # looked up meanwhile
+    env.run("sync", now="2026-11-25T15:05:00+00:00")
+    assert stored() == {"Jane Roe": "America/New_York", "Bob Li": "America/Los_Angeles"}
 
 
 def test_second_daemon_on_the_same_state_is_refused(env: Env) -> None:

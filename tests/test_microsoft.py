@@ -246,10 +246,12 @@ def test_retried_post_after_a_lost_response_creates_one_event(ms: MsCloud, state
     made = cal.create(draft(soon()))
     posts = [r for r in g.requests if r.method == "POST" and r.path.endswith("/events")]
     assert len(posts) == 3
-    # One transactionId, derived from the follow-up (the same in any process).
+    # One transactionId, derived from the calendar and the follow-up (the
+    # same in any process).
+    cal_id = cal.url().rsplit("/", 1)[1]
     assert {json.loads(r.body)["transactionId"] for r in posts} == {
-        str(uuid.uuid5(TX_NAMESPACE, made.syncd_id or ""))}
-    events = g.events_in(cal.url().rsplit("/", 1)[1])
+        str(uuid.uuid5(TX_NAMESPACE, f"{cal_id}/{made.syncd_id}"))}
+    events = g.events_in(cal_id)
     assert [e.id for e in events] == [made.ref]
 
 
