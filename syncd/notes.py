@@ -1155,19 +1155,22 @@ class _Fact:
 
 
 MAX_COUNT = 5  # "called 10 times" is a figure of speech, not ten attempts
+_NOTHING_LENT = _Clause()  # shared and never changed: most lines lend nothing
 
 
 def _attempts(toks: list[_Tok], ctx: LineContext) -> tuple[list[Entry], str]:
     clauses = [_read_clause(items, q) for items, q in _clauses(_items(toks, ctx)) if items]
     facts: list[_Fact] = []
     cur: _Fact | None = None
-    lent = _Clause()  # times, dates and counts lent to the next fact
+    lent = _NOTHING_LENT  # times, dates and counts lent to the next fact
     lent_any = False
     for c in clauses:
         if c.outcome is None:
             if c.times or c.days or c.counts or c.bad or (c.doubtful and c.bare):
                 if c.intent or c.hedged:
                     continue  # "try again at 3": an intention, not a report
+                if lent is _NOTHING_LENT:
+                    lent = _Clause()
                 lent.times += c.times
                 lent.days += c.days
                 lent.counts += c.counts
@@ -1184,7 +1187,11 @@ def _attempts(toks: list[_Tok], ctx: LineContext) -> tuple[list[Entry], str]:
             return [], "a time or date that does not exist"
         if c.doubtful or lent.doubtful:
             return [], "a number that is not a time or a date"
-        times, days, counts = lent.times + c.times, lent.days + c.days, lent.counts + c.counts
+        if lent is _NOTHING_LENT:
+            times, days, counts = c.times, c.days, c.counts
+        else:
+            times, days, counts = (lent.times + c.times, lent.days + c.days,
+                                   lent.counts + c.counts)
         if len(days) > 1:
             return [], "two dates for one fact"
         if len(counts) > 1:
@@ -1209,7 +1216,7 @@ def _attempts(toks: list[_Tok], ctx: LineContext) -> tuple[list[Entry], str]:
                 return [], "two channels for one fact"
             cur.outcome, cur.count = merged, cur.count or (counts[0] if counts else 0)
             cur.implies = cur.implies or c.implies
-        lent, lent_any = _Clause(), False
+        lent, lent_any = _NOTHING_LENT, False
     if cur is None:
         return [], "no outcome"
     if lent_any and lent.bare:
@@ -1231,14 +1238,13 @@ def _attempts(toks: list[_Tok], ctx: LineContext) -> tuple[list[Entry], str]:
 
 def _facts_to_entries(facts: list[_Fact], ctx: LineContext) -> tuple[list[Entry], str]:
     out: list[Entry] = []
-    tz = ctx.event_start.tzinfo
-    start_wall = ctx.event_start.timetz().replace(tzinfo=None)
+    start = ctx.event_start
+    tz = start.tzinfo
     last_day: _Day | None = None
     for f in facts:
         day_spec = f.day or last_day
         last_day = day_spec
-        on = (_resolve_day(day_spec, ctx.event_start.date(), _When.PAST) if day_spec
-              else ctx.event_start.date())
+        on = _resolve_day(day_spec, start.date(), _When.PAST) if day_spec else start.date()
         if on is None:
             return [], "no such date"
         if f.count > MAX_COUNT:
@@ -1250,11 +1256,13 @@ def _facts_to_entries(facts: list[_Fact], ctx: LineContext) -> tuple[list[Entry]
                 at = datetime.combine(on, resolve_clock(clock, ctx), tzinfo=tz)
                 out.append(AttemptEntry(f.outcome, f.implies, at, False))
         else:
-            at = datetime.combine(on, start_wall, tzinfo=tz)
+            at = datetime.combine(on, start.time(), tzinfo=tz)  # the event's own wall time
             out.extend(AttemptEntry(f.outcome, f.implies, at, True)
                        for _ in range(max(f.count, 1)))
-    n = len(out)
-    return out, f"{n} attempt{'s' if n != 1 else ''}"
+    return out, _COUNTED[len(out)] if len(out) < len(_COUNTED) else f"{len(out)} attempts"
+
+
+_COUNTED = ("0 attempts", "1 attempt", *(f"{n} attempts" for n in range(2, 12)))
 
 
 # --------------------------------------------------------------------------
