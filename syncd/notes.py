@@ -426,6 +426,7 @@ _SHORT_UNITS = frozenset({"min", "mins", "minute", "minutes", "hr", "hrs", "hour
                           "sec", "secs", "seconds"})
 _SEP_CHARS = frozenset(",;:.!|/&+=<>-*")
 _WORD_CHARS = frozenset(("#", "@", "~", CHECK))  # punctuation pieces read as words
+_PLAIN: dict[str, _Tok] = {}  # shared WORD tokens of plain words (bounded)
 # Words `_Scanner.word` does more with than emit a WORD token ("w" for "w/").
 _SPECIAL_WORDS = frozenset({*_MONTHS, *_NUMBER_WORDS, *_WEEKDAYS, *_RELATIVE_DAYS,
                             *_COUNT_WORDS, *_SEP_WORDS, "x", "w", "noon", "midday"})
@@ -477,7 +478,14 @@ class _Scanner:
             elif kind == "W":
                 w = t[i]
                 if k[i + 1] != "P" and w not in _SPECIAL_WORDS:
-                    toks.append(_Tok(_K.WORD, w))  # the common case, inline: a plain word
+                    # the common case, inline: a plain word (tokens are never
+                    # changed once made, so one per word is shared)
+                    tok = _PLAIN.get(w)
+                    if tok is None:
+                        tok = _Tok(_K.WORD, w)
+                        if len(_PLAIN) < 8192:
+                            _PLAIN[w] = tok
+                    toks.append(tok)
                     i += 1
                 else:
                     i = self.word(i)
@@ -974,6 +982,9 @@ class _Item:
     hedge: bool = False
 
 
+_WORD_ITEMS: dict[str, _Item] = {}  # items of words outside phrases (bounded)
+
+
 def _items(toks: list[_Tok], ctx: LineContext) -> list[_Item]:
     written = ctx.channel is Channel.EMAIL or ctx.channel is Channel.MESSAGE
     out: list[_Item] = []
@@ -995,10 +1006,15 @@ def _items(toks: list[_Tok], ctx: LineContext) -> list[_Item]:
                     out.append(_Item(_I.PHRASE, t, outcome, phrase.implies, phrase.where))
                 i += used
                 continue
-            kind = _WORD_KIND.get(t.text)
-            if kind is None:
-                kind = _I.FILLER if t.text[:1].isdigit() else _I.CONTENT  # "2nd", "3rd"
-            out.append(_Item(kind, t))
+            item = _WORD_ITEMS.get(t.text)  # items too are never changed: shared
+            if item is None:
+                kind = _WORD_KIND.get(t.text)
+                if kind is None:
+                    kind = _I.FILLER if t.text[:1].isdigit() else _I.CONTENT  # "2nd", "3rd"
+                item = _Item(kind, t)
+                if len(_WORD_ITEMS) < 8192:
+                    _WORD_ITEMS[t.text] = item
+            out.append(item)
         elif t.kind is _K.DATE and t.day is not None and t.day.kind == "rel" \
                 and t.day.offset > 0:
             out.append(_Item(_I.INTENTION, t))  # "tomorrow": not a report
