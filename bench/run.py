@@ -431,18 +431,19 @@ def parser(seconds: float, log: Log) -> dict[str, Any]:
                                                                        tzinfo=NY))
     for line in lines:  # warm up (lazy tables, caches of the interpreter)
         notes.parse_line(line, ctx)
-    best_cpu, walls = 0.0, []
-    for _ in range(3):
-        done = 0
-        with Clock() as c:
-            while time.process_time() - c.cpu0 < seconds / 3:
-                for line in lines:
-                    notes.parse_line(line, ctx)
-                done += len(lines)
-        best_cpu = max(best_cpu, done / c.cpu)
-        walls.append(done / c.wall)
-    return {"lines": len(lines), "source": origin, "lines_per_cpu_s": round(best_cpu),
-            "lines_per_wall_s": round(_median(walls))}
+    # Many short passes over the corpus, timed one by one: the fastest pass
+    # is what the code costs on a core nobody else uses (timeit's advice);
+    # the median shows what the shared machine gave.
+    passes: list[float] = []
+    t_end = time.process_time() + seconds
+    while time.process_time() < t_end:
+        t0 = time.process_time()
+        for line in lines:
+            notes.parse_line(line, ctx)
+        passes.append(time.process_time() - t0)
+    return {"lines": len(lines), "source": origin, "passes": len(passes),
+            "lines_per_cpu_s": round(len(lines) / min(passes)),
+            "lines_per_cpu_s_median": round(len(lines) / _median(passes))}
 
 
 # ---------------------------------------------------------------------------- report
@@ -488,7 +489,8 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, str, str, bool | None]]:
     if "parser" in r:
         p = r["parser"]
         rows.append(("Notes parser", f"{p['lines']} lines ({p['source']})",
-                     f"{p['lines_per_cpu_s']:,} lines/s CPU ({p['lines_per_wall_s']:,} wall)",
+                     f"{p['lines_per_cpu_s']:,} lines/s, fastest of {p['passes']} passes "
+                     f"(median {p['lines_per_cpu_s_median']:,})",
                      ">= 50,000 lines/s", p["lines_per_cpu_s"] >= 50_000))
     if "memory" in r:
         m = r["memory"]

@@ -166,6 +166,7 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from typing import NamedTuple
 
 from syncd.durations import parse_duration
 from syncd.model import Channel, Outcome
@@ -231,8 +232,10 @@ def compose(block: str, user: Split | None = None) -> str:
 # Entries a line yields
 
 
-@dataclass(frozen=True)
-class AttemptEntry:
+class AttemptEntry(NamedTuple):
+    """(A NamedTuple rather than a frozen dataclass: made for every attempt
+    line read, and a frozen dataclass's __init__ costs four setattr calls.)"""
+
     outcome: Outcome
     channel: Channel | None  # set when the words imply it ("emailed", "vm")
     at: datetime
@@ -548,7 +551,14 @@ class _Scanner:
         return None, j
 
     def digits(self, i: int) -> int:
-        t = self.t[i]
+        kinds, tt = self.k, self.t
+        t = tt[i]
+        if len(t) <= 2 and kinds[i + 1] == "P" and tt[i + 1] == ":" and kinds[i + 2] == "D" \
+                and len(tt[i + 2]) == 2:
+            # "9:10", "14:05": the commonest shape first (no date has a colon)
+            mer, j = self.meridiem(i + 3)
+            self.add_clock(t, int(t), int(tt[i + 2]), mer, len(t) == 2 and t[0] == "0")
+            return j
         if len(t) > 4:  # a phone number or a reference: never a time or a date
             return self.add_num(i)
         n = int(t)
@@ -900,12 +910,19 @@ def resolve_clock(c: _Clock, ctx: LineContext) -> time:
         return time(h, c.minute)
     if c.hour == 0 or c.hour > 12 or c.zero_padded:
         return time(c.hour, c.minute)
-    readings = [time(c.hour % 12, c.minute), time(c.hour % 12 + 12, c.minute)]
-    inside = [t for t in readings if ctx.work_start <= t <= ctx.work_end]
-    if len(inside) == 1:
-        return inside[0]
-    ref = ctx.event_start.hour * 60 + ctx.event_start.minute
-    return min(readings, key=lambda t: abs(t.hour * 60 + t.minute - ref))
+    am = (c.hour % 12) * 60 + c.minute  # in minutes of the day
+    pm = am + 12 * 60
+    ws, we = ctx.work_start, ctx.work_end
+    # (a start with seconds, never from the config, begins the next minute)
+    lo = ws.hour * 60 + ws.minute + (1 if ws.second or ws.microsecond else 0)
+    hi = we.hour * 60 + we.minute
+    in_am, in_pm = lo <= am <= hi, lo <= pm <= hi
+    if in_am != in_pm:
+        at = am if in_am else pm
+    else:
+        ref = ctx.event_start.hour * 60 + ctx.event_start.minute
+        at = am if abs(am - ref) <= abs(pm - ref) else pm  # a tie: the earlier
+    return time(at // 60, at % 60)
 
 
 class _When(enum.Enum):
@@ -1031,27 +1048,35 @@ _WORD_KIND: dict[str, _I] = {
     **dict.fromkeys(_INTENTIONS, _I.INTENTION), **dict.fromkeys(_NEGATIONS, _I.NEGATION)}
 
 
-def _clauses(items: list[_Item]) -> list[tuple[list[_Item], bool]]:
+# A clause: its items, whether it ends in "?", and the positions of its first
+# and last content word and of its first negation or intention (len(items)
+# and -1 when there is none), found while cutting.
+_Cut = tuple[list[_Item], bool, int, int, int]
+
+
+def _clauses(items: list[_Item]) -> list[_Cut]:
     """Cut at separators, and where a new time or outcome starts a new fact
-    inside one clause ("9:10 no answer 14:05 vm"). Each clause with whether it
-    ends in "?"."""
-    out: list[tuple[list[_Item], bool]] = []
+    inside one clause ("9:10 no answer 14:05 vm")."""
+    out: list[_Cut] = []
     cur: list[_Item] = []
     before: set[_I] = set()  # kinds of anchor (time, date) seen before the first outcome
     outcome_seen = anchor_after = False
+    first = last = block = -1
     for it in items:
         kind = it.kind
         if kind is _I.SEP:
-            out.append((cur, it.hedge))
+            out.append(_cut(cur, it.hedge, first, last, block))
             cur, before, outcome_seen, anchor_after = [], set(), False, False
+            first = last = block = -1
             continue
         anchor = kind is _I.TIME or kind is _I.DATE
         # "9:10 no answer 14:05 …" (the same kind of anchor again after an
         # outcome) and "no answer 9:10 vm …" (an outcome after outcome-time)
         if (anchor and outcome_seen and kind in before) or \
                 (kind is _I.PHRASE and anchor_after):
-            out.append((cur, False))
+            out.append(_cut(cur, False, first, last, block))
             cur, before, outcome_seen, anchor_after = [], set(), False, False
+            first = last = block = -1
         if anchor:
             if outcome_seen and not before:
                 anchor_after = True
@@ -1059,9 +1084,20 @@ def _clauses(items: list[_Item]) -> list[tuple[list[_Item], bool]]:
                 before.add(kind)
         elif kind is _I.PHRASE:
             outcome_seen = True
+        elif kind in _CONTENT:
+            last = len(cur)
+            if first < 0:
+                first = last
+            if block < 0 and kind in _BLOCKS:
+                block = last
         cur.append(it)
-    out.append((cur, False))
+    out.append(_cut(cur, False, first, last, block))
     return out
+
+
+def _cut(items: list[_Item], question: bool, first: int, last: int, block: int) -> _Cut:
+    n = len(items)
+    return items, question, n if first < 0 else first, last, n if block < 0 else block
 
 
 @dataclass(slots=True)
@@ -1095,17 +1131,10 @@ _ANCHORS = frozenset({_I.TIME, _I.DATE, _I.COUNT, _I.NUM, _I.BAD})
 _BLOCKS = frozenset({_I.NEGATION, _I.INTENTION})
 
 
-def _read_clause(items: list[_Item], question: bool) -> _Clause:
+def _read_clause(cut: _Cut) -> _Clause:
+    items, question, first, last, first_block = cut
     c = _Clause(hedged=question)
     n = len(items)
-    first, last, first_block = n, -1, n
-    for k, it in enumerate(items):
-        if it.kind in _CONTENT:
-            if first == n:
-                first = k
-            last = k
-            if first_block == n and it.kind in _BLOCKS:
-                first_block = k
     # after an intention word, times and counts are the plan's, not the fact's
     planned_after = first_block if first_block < n and \
         items[first_block].kind is _I.INTENTION else n
@@ -1175,7 +1204,7 @@ _NOTHING_LENT = _Clause()  # shared and never changed: most lines lend nothing
 
 
 def _attempts(toks: list[_Tok], ctx: LineContext) -> tuple[list[Entry], str]:
-    clauses = [_read_clause(items, q) for items, q in _clauses(_items(toks, ctx)) if items]
+    clauses = [_read_clause(cut) for cut in _clauses(_items(toks, ctx)) if cut[0]]
     facts: list[_Fact] = []
     cur: _Fact | None = None
     lent = _NOTHING_LENT  # times, dates and counts lent to the next fact
