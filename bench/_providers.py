@@ -167,7 +167,7 @@ def _google_calendar(emu: Any) -> str:
 
 
 def _google_log(emu: Any) -> list[tuple[str, str]]:
-    return [(r.method, r.path) for r in emu.server.requests()]
+    return [(("step " if r.batched else "") + r.method, r.path) for r in emu.server.requests()]
 
 
 def _google_seed(emu: Any, cal: Any, n: int) -> None:

@@ -37,7 +37,7 @@ from connectors.google_common import interruptible_sleep
 from connectors.google_people import PERSON_FIELDS, GooglePeopleSource
 from syncd import retry
 from syncd.errors import AlreadyExists, AuthError, RemoteError
-from syncd.model import Contact, ContactBatch, EventDraft
+from syncd.model import Contact, ContactBatch, EventDraft, RemoteEvent
 from syncd.settings import CalendarConfig, Connection, Secret, SourceConfig
 from tests.conftest_google import ALL_SCOPES, TlsGoogle
 from tests.emulators._http import Response, Server
@@ -356,6 +356,28 @@ def test_calendar_rate_limits_and_server_errors_are_retried(
     assert made.syncd_id
     # The duplicate-UID lookup (GET) met the faults, then the insert (POST) went through.
     assert statuses(google, "/calendar/v3/calendars/") == [403, 403, 503, 200, 200]
+
+
+def test_creates_go_in_one_batch_request_and_a_throttled_part_alone(
+    google: GoogleEmulator, cal: GoogleCalendar
+) -> None:
+    cal.url()
+    google.calendar.fail(403, reason="rateLimitExceeded", path="/events", method="POST")
+    drafts = [draft(uid=f"{i:016x}-1@syncd", start=datetime(2026, 12, 1, 9 + i, 0, tzinfo=NY))
+              for i in range(4)]
+    before = google.api_requests()
+    made = cal.create_many(drafts)
+    assert [m.syncd_id if isinstance(m, RemoteEvent) else m for m in made] == [
+        d.syncd_id for d in drafts]
+    sent = google.server.requests()[-6:]
+    # One batch request carrying four inserts; the throttled one again, alone.
+    assert [(r.method, r.path.rsplit("/", 1)[-1], r.batched, r.status) for r in sent] == [
+        ("POST", "events", True, 403), ("POST", "events", True, 200),
+        ("POST", "events", True, 200), ("POST", "events", True, 200),
+        ("POST", "v3", False, 200), ("POST", "events", False, 200)]
+    assert google.api_requests() - before == 2
+    again = cal.create_many(drafts)  # a repeat: 409 for each part
+    assert all(isinstance(a, AlreadyExists) for a in again)
 
 
 def test_long_retry_after_ends_the_try_without_sleeping(google: GoogleEmulator,

@@ -74,6 +74,7 @@ class Logged:
     headers: dict[str, str]
     at: float  # time.monotonic() on arrival
     status: int  # what the emulator answered
+    batched: bool = False  # one part of a batch request, not an HTTP request
 
 
 App = Callable[[Request], Response]
@@ -105,10 +106,10 @@ class Server:
     def base(self) -> str:
         return f"{self.scheme}://127.0.0.1:{self.port}"
 
-    def record(self, req: Request, at: float, status: int) -> None:
+    def record(self, req: Request, at: float, status: int, batched: bool = False) -> None:
         entry = Logged(
             req.method, req.path, req.query, {k.lower(): v for k, v in req.headers.items()},
-            at, status,
+            at, status, batched,
         )
         with self._lock:
             self.log.append(entry)

@@ -1,13 +1,27 @@
 """One loopback server with Google's OAuth endpoints, the People API and the
 Calendar API v3 (each in its own module), as the real client libraries see
-them when `api_endpoint` and the token file's `token_uri` point here."""
+them when `api_endpoint` and the token file's `token_uri` point here.
+
+Batch requests (developers.google.com/calendar/api/guides/batch): `POST
+/batch/calendar/v3` with a multipart/mixed body of `application/http` parts,
+each an HTTP request to the Calendar API (at most 1000; the outer
+Authorization applies to parts without their own). The answer is
+multipart/mixed too, one `application/http` part per request with
+`Content-ID: <response-ID>`; each part is served (faults, auth, quotas) as if
+sent alone and logged with `batched=True`."""
 
 from __future__ import annotations
 
+import email
 import json
 import os
 import ssl
+import time
+import uuid
+from email.message import Message
+from http import HTTPStatus
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 from tests.emulators._http import Clock, Request, Response, Server
 from tests.emulators.google_calendar import CalendarEmulator
@@ -31,12 +45,66 @@ class GoogleEmulator:
         self.server = Server(self._app, tls)
 
     def _app(self, req: Request) -> Response:
+        if req.method == "POST" and req.path == "/batch/calendar/v3":
+            return self._batch(req)
         for handler in (self.oauth.handle, self.people.handle, self.calendar.handle):
             resp = handler(req)
             if resp is not None:
                 return resp
         return Response(404, b"<!DOCTYPE html><title>Error 404 (Not Found)!!1</title>",
                         {"Content-Type": "text/html; charset=UTF-8"})
+
+    def _batch(self, req: Request) -> Response:
+        ctype = req.header("Content-Type") or ""
+        msg = email.message_from_bytes(b"Content-Type: " + ctype.encode() + b"\r\n\r\n"
+                                       + req.body)
+        parts = msg.get_payload() if msg.is_multipart() else None
+        if not isinstance(parts, list) or not parts:
+            return Response.json(400, {"error": {"code": 400, "message": "Invalid batch "
+                                                 "request: not multipart/mixed",
+                                                 "status": "INVALID_ARGUMENT"}})
+        if len(parts) > 1000:
+            return Response.json(400, {"error": {"code": 400, "message": "Too many requests "
+                                                 "in batch (limit 1000)",
+                                                 "status": "INVALID_ARGUMENT"}})
+        boundary = f"batch_{uuid.uuid4().hex}"
+        out: list[str] = []
+        for part in parts:
+            raw = part.get_payload(decode=True) or b""
+            head, _, body = raw.replace(b"\r\n", b"\n").partition(b"\n\n")
+            lines = head.decode("utf-8").split("\n")
+            method, target, _version = lines[0].split(" ", 2)
+            headers = Message()
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                headers[name.strip()] = value.strip()
+            if headers.get("Authorization") is None and req.header("Authorization"):
+                headers["Authorization"] = req.header("Authorization") or ""
+            url = urlsplit(target)
+            sub = Request(method=method, path=url.path,
+                          query=parse_qs(url.query, keep_blank_values=True),
+                          headers=headers, body=body)
+            at = time.monotonic()
+            if not url.path.startswith("/calendar/v3/"):
+                resp = Response.json(400, {"error": {"code": 400, "message": "Batch parts "
+                                                     "must call the Calendar API",
+                                                     "status": "INVALID_ARGUMENT"}})
+            else:
+                resp = self.calendar.handle(sub) or Response(404)
+            self.server.record(sub, at, resp.status, batched=True)
+            try:
+                reason = HTTPStatus(resp.status).phrase
+            except ValueError:
+                reason = ""
+            lines_out = [f"HTTP/1.1 {resp.status} {reason}"]
+            lines_out += [f"{k}: {v}" for k, v in resp.headers.items()]
+            out.append(f"--{boundary}\r\nContent-Type: application/http\r\n"
+                       f"Content-ID: <response-{str(part.get('Content-ID', '')).strip('<>')}>"
+                       f"\r\n\r\n" + "\r\n".join(lines_out) + "\r\n\r\n"
+                       + resp.body.decode("utf-8") + "\r\n")
+        out.append(f"--{boundary}--\r\n")
+        return Response(200, "".join(out).encode("utf-8"),
+                        {"Content-Type": f"multipart/mixed; boundary={boundary}"})
 
     # ---- where clients point ---------------------------------------------------
 
@@ -88,7 +156,8 @@ class GoogleEmulator:
         return {"Authorization": f"Bearer {token}"}
 
     def api_requests(self, prefix: str = "") -> int:
-        return len(self.server.requests(prefix))
+        """HTTP requests (a batch is one, whatever it carries)."""
+        return len([r for r in self.server.requests(prefix) if not r.batched])
 
     def stop(self) -> None:
         self.server.stop()
