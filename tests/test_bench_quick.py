@@ -74,13 +74,20 @@ def test_first_sync_shows_progress_and_start_up_imports_no_connector_library(
 
 def test_providers_read_changes_through_tokens_and_deltas(bench: dict[str, Any]) -> None:
     google, graph = bench["providers"]["google"], bench["providers"]["graph"]
-    if google["status"] == "ok":
-        for size in google["sizes"].values():
-            assert size["idle"]["requests"] == [2] * len(size["idle"]["requests"]), size
-        assert google["change"]["incremental"]["requests"] == 1
+    assert google["status"] == "ok", google
+    for size in google["sizes"].values():
+        assert size["idle"]["requests"] == [2] * len(size["idle"]["requests"]), size
+        # the follow-ups of a first sync go in batch requests, not one insert each
+        kinds = size["first_sync"]["by_kind"]
+        assert kinds.get("POST batch/calendar") and not kinds.get(
+            "POST calendars/{id}/events"), kinds
+    assert google["change"]["incremental"]["requests"] == 1
     assert graph["status"] == "ok", graph
-    idle = {n: s["idle"]["requests"] for n, s in graph["sizes"].items()}
-    assert len({tuple(v) for v in idle.values()}) == 1, idle  # not growing with contacts
+    for size in graph["sizes"].values():
+        # one request per source (a JSON batch) plus one for the calendar
+        assert size["idle"]["requests"] == [2] * len(size["idle"]["requests"]), size
+        kinds = size["first_sync"]["by_kind"]
+        assert kinds.get("POST $batch") and not kinds.get("POST calendars/{id}/events"), kinds
     change = graph["change"]["incremental"]
     assert change["requests"] <= 2, change  # the delta link, and the event for its marker
     assert change["requests"] < graph["change"]["naive"]["requests"]
