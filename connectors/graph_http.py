@@ -39,12 +39,13 @@ Graph's rules (research protocols.md §3.1, §3.6)
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -119,16 +120,41 @@ class GraphSession(requests.Session):
         return super().request(method, url, *args, **kwargs)
 
 
-_semaphores: dict[str, threading.BoundedSemaphore] = {}
-_semaphores_lock = threading.Lock()
+class MailboxSlots:
+    """Outlook's concurrent requests per mailbox (4), shared by every
+    connector of this process on that mailbox. A JSON batch holds as many
+    slots as steps, up to 4: Graph dispatches up to four steps of a batch
+    to Outlook at once (learn.microsoft.com/graph/throttling-limits,
+    "Outlook service limits"; learn.microsoft.com/answers/questions/1660054)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._free = MAX_CONCURRENCY
+
+    @contextlib.contextmanager
+    def hold(self, n: int = 1) -> Iterator[None]:
+        n = max(1, min(n, MAX_CONCURRENCY))
+        with self._cond:
+            self._cond.wait_for(lambda: self._free >= n)
+            self._free -= n
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._free += n
+                self._cond.notify_all()
 
 
-def mailbox_semaphore(key: str) -> threading.BoundedSemaphore:
-    with _semaphores_lock:
-        sem = _semaphores.get(key)
-        if sem is None:
-            sem = _semaphores[key] = threading.BoundedSemaphore(MAX_CONCURRENCY)
-        return sem
+_slots: dict[str, MailboxSlots] = {}
+_slots_lock = threading.Lock()
+
+
+def mailbox_slots(key: str) -> MailboxSlots:
+    with _slots_lock:
+        slots = _slots.get(key)
+        if slots is None:
+            slots = _slots[key] = MailboxSlots()
+        return slots
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -383,7 +409,9 @@ class GraphClient:
         if json_body is not None:
             h["Content-Type"] = "application/json"
             data = json.dumps(json_body, ensure_ascii=False).encode("utf-8")
-        with mailbox_semaphore(f"{self.base}|{self.tokens.account_key}"):
+        steps = len(json_body.get("requests") or []) \
+            if url.endswith("/$batch") and isinstance(json_body, dict) else 1
+        with mailbox_slots(f"{self.base}|{self.tokens.account_key}").hold(steps):
             try:
                 return self.session.request(method, url, params=params, data=data, headers=h)
             except requests.exceptions.SSLError as e:

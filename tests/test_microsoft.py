@@ -427,7 +427,8 @@ def test_at_most_four_requests_in_flight_per_mailbox(ms: MsCloud, state: Path) -
     ms.graph.latency = 0.05  # every request takes a while: parallel ones overlap
     ms.graph.max_in_flight = 0
     # Six full reads at once (a delta, then a JSON batch of expanded GETs
-    # each) must still stay within Outlook's 4 per mailbox.
+    # each, which Graph runs four at a time: four slots) must still stay
+    # within Outlook's 4 per mailbox.
     with ThreadPoolExecutor(6) as pool:
         results = list(pool.map(lambda c: c.changes(None), twins))
     assert all(len(ch.events) == 8 and all(e.syncd_id for e in ch.events) for ch in results)

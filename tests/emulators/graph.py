@@ -52,7 +52,10 @@ JSON batching
   `{"responses": [{"id", "status", "headers", "body"}]}`; each step is
   authorised, throttled and fault-injected as if sent alone (a 429 step
   carries its own `Retry-After`), and is logged in `requests` with
-  `batched=True` after the POST that carried it.
+  `batched=True` after the POST that carried it. Graph dispatches up to four
+  steps of a batch to Outlook at once: a batch counts as min(4, steps)
+  requests in flight for the mailbox, and while that is over the limit its
+  steps are answered 429 `ApplicationThrottled`.
 
 All errors use Graph's JSON: `{"error": {"code", "message", "innerError":
 {"date", "request-id", "client-request-id"}}}`.
@@ -579,8 +582,13 @@ class GraphEmulator:
     def _app(self, req: Request) -> Response:
         if req.method == "POST" and req.path.rstrip("/") == "/v1.0/$batch":
             return self._batch(req)
+        return self._serve(req, 0 if req.batched else 1)
+
+    def _serve(self, req: Request, units: int) -> Response:
+        """`req` with `units` more requests in flight for the mailbox (a
+        batch step: 0, its batch already holds them)."""
         with self._flight_lock:
-            self.in_flight += 1
+            self.in_flight += units
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             over = self.in_flight > self.concurrency_limit
         try:
@@ -614,7 +622,7 @@ class GraphEmulator:
                 return resp
         finally:
             with self._flight_lock:
-                self.in_flight -= 1
+                self.in_flight -= units
 
     def _batch(self, req: Request) -> Response:
         """JSON batching (learn.microsoft.com/graph/json-batching): the steps
@@ -638,6 +646,18 @@ class GraphEmulator:
                 raise GraphError(400, "BadRequest", "Batch request ids must be unique.")
         except GraphError as e:
             return self._error(e)
+        units = min(4, len(steps))  # steps Graph dispatches to Outlook at once
+        with self._flight_lock:
+            self.in_flight += units
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            over = self.in_flight > self.concurrency_limit
+        try:
+            return self._run_steps(req, steps, over)
+        finally:
+            with self._flight_lock:
+                self.in_flight -= units
+
+    def _run_steps(self, req: Request, steps: list[dict[str, Any]], over: bool) -> Response:
         out = []
         for s in steps:
             parts = urlsplit(s["url"] if s["url"].startswith("/") else "/" + s["url"])
@@ -651,7 +671,13 @@ class GraphEmulator:
                           body=b"" if body is None else json.dumps(body).encode("utf-8"),
                           batched=True)
             self.server.note(sub)
-            resp = self._app(sub)
+            if over:
+                self.throttled += 1
+                resp = self._error(GraphError(
+                    429, "ApplicationThrottled",
+                    "Application is over its MailboxConcurrency limit.", {"Retry-After": "1"}))
+            else:
+                resp = self._app(sub)
             if resp.drop:
                 return resp  # the connection is lost: the whole batch answer with it
             headers = {k: v for k, v in resp.headers.items() if k.lower() != "content-length"}
