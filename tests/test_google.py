@@ -380,6 +380,18 @@ def test_creates_go_in_one_batch_request_and_a_throttled_part_alone(
     assert all(isinstance(a, AlreadyExists) for a in again)
 
 
+def test_a_failed_batch_request_is_sent_again(google: GoogleEmulator,
+                                              cal: GoogleCalendar) -> None:
+    cal.url()
+    google.calendar.fail(503, path="/batch/", retry_after="0")
+    drafts = [draft(uid=f"{i:016x}-2@syncd", start=datetime(2026, 12, 2, 9 + i, 0, tzinfo=NY))
+              for i in range(3)]
+    made = cal.create_many(drafts)
+    assert [m.syncd_id if isinstance(m, RemoteEvent) else m for m in made] == [
+        d.syncd_id for d in drafts]
+    assert [r.status for r in google.server.requests("/batch/")] == [503, 200]
+
+
 def test_long_retry_after_ends_the_try_without_sleeping(google: GoogleEmulator,
                                                         src: GooglePeopleSource) -> None:
     google.people.fail(429, retry_after="3600")

@@ -28,7 +28,7 @@ from connectors.graph_calendar import PROP_GUID, PROP_ID, TX_NAMESPACE, GraphCal
 from connectors.graph_http import parse_retry_after
 from connectors.outlook_contacts import OutlookContactsSource
 from syncd.errors import AuthError, PreconditionFailed, RemoteError
-from syncd.model import EventDraft
+from syncd.model import EventDraft, RemoteEvent
 from tests.conftest_microsoft import MsCloud
 from tests.emulators.graph import Fault, on
 
@@ -253,6 +253,24 @@ def test_retried_post_after_a_lost_response_creates_one_event(ms: MsCloud, state
         str(uuid.uuid5(TX_NAMESPACE, f"{cal_id}/{made.syncd_id}"))}
     events = g.events_in(cal_id)
     assert [e.id for e in events] == [made.ref]
+
+
+def test_a_lost_batch_answer_is_sent_again_and_makes_each_event_once(
+    ms: MsCloud, state: Path
+) -> None:
+    cal = calendar(ms, state)
+    g = ms.graph
+    cal_id = cal.url().rsplit("/", 1)[1]
+    # The batch runs, then its answer is lost: the retry carries the same
+    # transactionIds, and Graph answers each with the event made first.
+    g.inject(Fault(on("POST", r"/\$batch$"), status=504, code="GatewayTimeout", after=True))
+    drafts = [draft(soon(2 + i)) for i in range(3)]
+    made = cal.create_many(drafts)
+    assert [m.syncd_id if isinstance(m, RemoteEvent) else m for m in made] == [
+        d.syncd_id for d in drafts]
+    assert len([r for r in g.requests if not r.batched and r.path.endswith("$batch")]) == 2
+    assert sorted(e.id for e in g.events_in(cal_id)) == sorted(
+        m.ref for m in made if isinstance(m, RemoteEvent))
 
 
 def test_create_looks_up_our_property_first(ms: MsCloud, state: Path) -> None:

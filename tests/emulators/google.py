@@ -55,6 +55,9 @@ class GoogleEmulator:
                         {"Content-Type": "text/html; charset=UTF-8"})
 
     def _batch(self, req: Request) -> Response:
+        fault = self.calendar.faults.take(req)  # `fail(..., path="/batch/")`: nothing ran
+        if fault is not None:
+            return self.calendar._fault(fault)
         ctype = req.header("Content-Type") or ""
         msg = email.message_from_bytes(b"Content-Type: " + ctype.encode() + b"\r\n\r\n"
                                        + req.body)

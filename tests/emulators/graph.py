@@ -646,16 +646,25 @@ class GraphEmulator:
                 raise GraphError(400, "BadRequest", "Batch request ids must be unique.")
         except GraphError as e:
             return self._error(e)
+        # Faults apply to the batch request too: before it (nothing ran) or
+        # after it (the steps ran, the answer is lost).
+        with self._lock:
+            fault = next((f for f in self.faults if f.hits < f.times and f.match(req)), None)
+            if fault is not None:
+                fault.hits += 1
+        if fault is not None and not fault.after:
+            return self._fault_response(fault)
         units = min(4, len(steps))  # steps Graph dispatches to Outlook at once
         with self._flight_lock:
             self.in_flight += units
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             over = self.in_flight > self.concurrency_limit
         try:
-            return self._run_steps(req, steps, over)
+            resp = self._run_steps(req, steps, over)
         finally:
             with self._flight_lock:
                 self.in_flight -= units
+        return self._fault_response(fault) if fault is not None else resp
 
     def _run_steps(self, req: Request, steps: list[dict[str, Any]], over: bool) -> Response:
         out = []
