@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -224,8 +225,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
+    import structlog
+
     from syncd.cycle import Cycle
-    from syncd.daemon import sync_step_hook
+    from syncd.daemon import StopRequested, SyncStopper
     from syncd.store import Store, lock_state_dir
     from syncd.wiring import make_all
 
@@ -235,10 +238,18 @@ def cmd_sync(args: argparse.Namespace) -> int:
     sources, calendar = make_all(cfg)
     from syncd.progress import for_stream
 
+    stopper = SyncStopper()
     try:
-        with for_stream(sys.stderr) as progress:
+        with stopper, for_stream(sys.stderr) as progress:
             res = Cycle(cfg, store, sources, calendar, now=_now_fn(),
-                        step_hook=sync_step_hook(), progress=progress).run()
+                        step_hook=stopper, progress=progress).run()
+    except StopRequested:
+        # SIGTERM/SIGINT: the write in flight was finished and committed;
+        # the next sync (or `run`) does the rest.
+        took = round(time.monotonic() - (stopper.signalled_at or time.monotonic()), 3)
+        structlog.get_logger("syncd").info("stopped", signal=stopper.stopping,
+                                           at="step boundary", stop_took=took)
+        return 0
     finally:
         for s in sources:
             s.close()

@@ -31,12 +31,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import structlog
 
 from syncd import config as config_mod
 from syncd import memory, retry
-from syncd.cycle import Cycle, CycleResult, StepHook
+from syncd.cycle import Cycle, CycleResult
 from syncd.errors import ConfigError, SyncdError
 from syncd.ports import Calendar, ContactSource
 from syncd.sdnotify import Notifier
@@ -80,9 +81,46 @@ class StepCounter:
             os._exit(TEST_EXIT)
 
 
-def sync_step_hook() -> StepHook:
-    """The step hook of `syncd sync` (logging and the test hook)."""
-    return StepCounter()
+class SyncStopper:
+    """The step hook of `syncd sync` (logging, the test hook) and its signals:
+    SIGTERM/SIGINT finish the write in flight and stop at the next step
+    after which no remote write is under way, as `run` does; a second
+    signal leaves at once (every step replays). Waits between retries end
+    early."""
+
+    def __init__(self) -> None:
+        self.counter = StepCounter()
+        self.stopping: str | None = None
+        self.signalled_at: float | None = None
+        self._old: dict[int, Any] = {}
+
+    def __call__(self, step: str) -> None:
+        self.counter(step)
+        if self.stopping is not None and _safe_to_stop_after(step):
+            raise StopRequested
+
+    def _on_stop(self, signum: int, _frame: FrameType | None) -> None:
+        if self.stopping is not None:
+            raise KeyboardInterrupt
+        self.stopping = signal.Signals(signum).name
+        self.signalled_at = time.monotonic()
+        retry.interrupt()
+
+    def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while self.stopping is None and (left := end - time.monotonic()) > 0:
+            time.sleep(min(left, 0.05))
+
+    def __enter__(self) -> SyncStopper:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._old[sig] = signal.signal(sig, self._on_stop)
+        retry.set_sleep(self._sleep)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        retry.set_sleep(None)
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 class Daemon:

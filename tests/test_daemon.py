@@ -153,6 +153,42 @@ def test_run_reports_ready_status_and_watchdog_to_systemd(
 # Signals
 
 
+def test_sigterm_stops_a_one_shot_sync_at_a_step_boundary(tmp_path: Path,
+                                                         radicale: DavServer) -> None:
+    """`syncd sync` too finishes the write in flight, commits and exits 0."""
+    setup = Setup(tmp_path, radicale.base)
+    setup.write(vcards(60))
+    proc = Proc(setup, "sync", verbose=True)
+    try:
+        proc.wait_for(lambda r: r.get("event") == "step" and r.get("step") == "commit-create"
+                      and r["n"] >= 20, timeout=90)
+        t0 = time.monotonic()
+        proc.send(signal.SIGTERM)
+        try:
+            rc = proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"no exit within 15 s:\n{proc.text()[-3000:]}") from None
+        took = time.monotonic() - t0
+        assert rc == 0, proc.text()
+    finally:
+        proc.stop()
+    assert took < 10
+    recs = proc.records
+    assert any(r.get("event") == "stopped" and r.get("signal") == "SIGTERM" for r in recs)
+    steps = [r["step"] for r in recs if r.get("event") == "step"]
+    assert steps[-1] == "commit-create", "it stopped after a commit"
+    assert not cycle_lines(proc.text()), "the cycle was cut short"
+    evs = check_consistent(setup, radicale)
+    with state_db(setup) as db:
+        assert db.execute("SELECT COUNT(*) FROM followups WHERE status='creating'"
+                          ).fetchone()[0] == 0
+    assert len(evs) == steps.count("commit-create") < 60
+    done = syncd(setup, "sync")  # the rest, then nothing left to do
+    assert done.returncode == 0, done.stderr
+    check_consistent(setup, radicale)
+    assert cycle_lines(syncd(setup, "sync").stderr)[-1]["written"] == 0
+
+
 def test_sigterm_during_many_creates_finishes_the_write_and_exits_fast(
         tmp_path: Path, radicale: DavServer) -> None:
     setup = Setup(tmp_path, radicale.base)
