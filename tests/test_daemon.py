@@ -153,15 +153,11 @@ def test_run_reports_ready_status_and_watchdog_to_systemd(
 # Signals
 
 
-def test_sigterm_stops_a_one_shot_sync_at_a_step_boundary(tmp_path: Path,
-                                                         radicale: DavServer) -> None:
-    """`syncd sync` too finishes the write in flight, commits and exits 0."""
-    setup = Setup(tmp_path, radicale.base)
-    setup.write(vcards(60))
-    proc = Proc(setup, "sync", verbose=True)
+def sigterm_after_creates(proc: Proc, creates: int) -> float:
+    """SIGTERM once `creates` events were made; the seconds until exit 0."""
     try:
         proc.wait_for(lambda r: r.get("event") == "step" and r.get("step") == "commit-create"
-                      and r["n"] >= 20, timeout=90)
+                      and r["n"] >= creates, timeout=90)
         t0 = time.monotonic()
         proc.send(signal.SIGTERM)
         try:
@@ -172,6 +168,16 @@ def test_sigterm_stops_a_one_shot_sync_at_a_step_boundary(tmp_path: Path,
         assert rc == 0, proc.text()
     finally:
         proc.stop()
+    return took
+
+
+def test_sigterm_stops_a_one_shot_sync_at_a_step_boundary(tmp_path: Path,
+                                                         radicale: DavServer) -> None:
+    """`syncd sync` too finishes the write in flight, commits and exits 0."""
+    setup = Setup(tmp_path, radicale.base)
+    setup.write(vcards(60))
+    proc = Proc(setup, "sync", verbose=True)
+    took = sigterm_after_creates(proc, 20)
     assert took < 10
     recs = proc.records
     assert any(r.get("event") == "stopped" and r.get("signal") == "SIGTERM" for r in recs)
@@ -194,19 +200,7 @@ def test_sigterm_during_many_creates_finishes_the_write_and_exits_fast(
     setup = Setup(tmp_path, radicale.base)
     setup.write(vcards(60))
     proc = Proc(setup, verbose=True)
-    try:
-        proc.wait_for(lambda r: r.get("event") == "step" and r.get("step") == "commit-create"
-                      and r["n"] >= 30, timeout=90)
-        t0 = time.monotonic()
-        proc.send(signal.SIGTERM)
-        try:
-            rc = proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"no exit within 15 s:\n{proc.text()[-3000:]}") from None
-        took = time.monotonic() - t0
-        assert rc == 0, proc.text()
-    finally:
-        proc.stop()
+    took = sigterm_after_creates(proc, 30)
     print(f"\nSIGTERM to exit: {took:.3f} s")
     assert took < 10
     recs = proc.records
