@@ -1,17 +1,19 @@
 """The `ContactSource` port on Outlook / Microsoft 365 contacts (Microsoft Graph).
 
 Folders
-    The default Contacts folder (`/me/contactFolders/contacts`) plus its child
-    folders (`/me/contactFolders`, which lists only the children); `folders:`
-    restricts the read to the named ones (display names, case-insensitive).
-    Nested grandchild folders are not read.
+    The default Contacts folder (`/me/contactFolders/contacts`) and every
+    folder below it, at any depth (`/me/contactFolders/{id}/childFolders`,
+    breadth first); `folders:` restricts the read to the named ones (display
+    names, case-insensitive, at any depth).
 Delta
     One change-tracking round per folder: `GET
     /me/contactFolders/{id}/contacts/delta?$select=…`, following
     `@odata.nextLink` until `@odata.deltaLink`. The cursor (JSON) holds each
     folder's deltaLink and is committed by the core together with the rows.
-    With a cursor, the folder listings and every folder's first delta page
-    go in one JSON batch (`POST /$batch`): an idle cycle is one request.
+    With a cursor, the folder listings (the default folder, and the children
+    of every folder the cursor saw) and every folder's first delta page go
+    in JSON batches (`POST /$batch`, 20 steps each): an idle cycle with up to
+    9 folders is one request.
     Requests carry `Prefer: IdType="ImmutableId"` (ids survive moves between
     folders; a move shows up as an upsert in the new folder, never as a
     removal) and `odata.maxpagesize`.
@@ -37,6 +39,7 @@ Mapping
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +53,10 @@ from syncd.settings import SourceConfig
 
 _CURSOR_VERSION = 1
 ROOT_FOLDER = "/me/contactFolders/contacts"  # the default folder (well-known name)
-CHILD_FOLDERS = "/me/contactFolders?$top=100"  # lists only the default folder's children
+
+
+def _children(folder_id: str) -> str:
+    return f"/me/contactFolders/{quote(folder_id, safe='')}/childFolders?$top=100"
 SELECT = (
     "id,displayName,givenName,middleName,surname,fileAs,emailAddresses,mobilePhone,"
     "businessPhones,homePhones,companyName,jobTitle,personalNotes,categories"
@@ -84,6 +90,7 @@ class OutlookContactsSource:
             client = GraphClient(cfg.connection, tokens, who=f"contact source {cfg.name!r}",
                                  session=session)
         self.client = client
+        self._tree: Iterable[str] = ()
         self._prefer = {
             "Prefer": f'IdType="ImmutableId", odata.maxpagesize={page_size}',
         }
@@ -102,12 +109,13 @@ class OutlookContactsSource:
         prefetched: dict[str, dict[str, Any] | RemoteError] = {}
         if links:
             order = sorted(links)
-            got = self.client.get_many(
-                [ROOT_FOLDER, CHILD_FOLDERS, *(links[f] for f in order)], headers=self._prefer)
-            folders = self._folders(got[0], got[1])
-            prefetched = dict(zip(order, got[2:], strict=True))
+            listings = [ROOT_FOLDER, *(_children(f) for f in self._known_tree(cursor, links))]
+            got = self.client.get_many([*listings, *(links[f] for f in order)],
+                                       headers=self._prefer)
+            folders = self._folders(dict(zip(listings, got[:len(listings)], strict=True)))
+            prefetched = dict(zip(order, got[len(listings):], strict=True))
         else:
-            folders = self._folders()
+            folders = self._folders({})
         state = self._parse_cursor(cursor, folders)
         if state is not None:
             try:
@@ -212,28 +220,25 @@ class OutlookContactsSource:
 
     # ---- folders -----------------------------------------------------------------
 
-    def _folders(self, root: dict[str, Any] | RemoteError | None = None,
-                 children: dict[str, Any] | RemoteError | None = None) -> dict[str, str]:
-        """id -> display name of the folders to read (`root`, `children`: the
-        answers to the first two requests, when they came in a batch)."""
-        if root is None:
-            root = self.client.get_json(ROOT_FOLDER, headers=self._prefer)
-        if isinstance(root, RemoteError):
-            raise root
+    def _folders(self, fetched: dict[str, dict[str, Any] | RemoteError]) -> dict[str, str]:
+        """id -> display name of the folders to read: the default folder and
+        every folder below it, breadth first (`fetched`: answers already
+        fetched in a batch, by path)."""
+        root = self._get(ROOT_FOLDER, fetched)
         found = {str(root["id"]): str(root.get("displayName") or "Contacts")}
-        url: str | None = CHILD_FOLDERS
-        while url:
-            if children is None:
-                page = self.client.get_json(url, headers=self._prefer)
-            elif isinstance(children, RemoteError):
-                raise children
-            else:
-                page, children = children, None
-            for f in page.get("value") or []:
-                if isinstance(f, dict) and f.get("id"):
-                    found[str(f["id"])] = str(f.get("displayName") or "")
-            nxt = page.get("@odata.nextLink")
-            url = nxt if isinstance(nxt, str) and nxt else None
+        todo = [str(root["id"])]
+        self._tree = found.keys()  # every folder seen, for the cursor
+        while todo:
+            parent = todo.pop(0)
+            url: str | None = _children(parent)
+            while url:
+                page = self._get(url, fetched)
+                for f in page.get("value") or []:
+                    if isinstance(f, dict) and f.get("id") and str(f["id"]) not in found:
+                        found[str(f["id"])] = str(f.get("displayName") or "")
+                        todo.append(str(f["id"]))
+                nxt = page.get("@odata.nextLink")
+                url = nxt if isinstance(nxt, str) and nxt else None
         if not self.cfg.folders:
             return found
         wanted = {n.casefold() for n in self.cfg.folders}
@@ -249,6 +254,15 @@ class OutlookContactsSource:
             )
         return chosen
 
+    def _get(self, path: str, fetched: dict[str, dict[str, Any] | RemoteError]
+             ) -> dict[str, Any]:
+        got = fetched.pop(path, None)
+        if got is None:
+            return self.client.get_json(path, headers=self._prefer)
+        if isinstance(got, RemoteError):
+            raise got
+        return got
+
     # ---- cursor -------------------------------------------------------------------
 
     def _settings(self) -> list[list[str]]:
@@ -256,8 +270,11 @@ class OutlookContactsSource:
                 sorted(c.casefold() for c in self.cfg.categories)]
 
     def _cursor(self, links: dict[str, str]) -> str:
+        # "tree": every folder seen (read or not), so that the next read can
+        # fetch all their listings in its first batch.
         return json.dumps({"v": _CURSOR_VERSION, "base": self.client.base,
-                           "cfg": self._settings(), "links": links},
+                           "cfg": self._settings(), "links": links,
+                           "tree": sorted(self._tree)},
                           separators=(",", ":"), sort_keys=True)
 
     def _parse_cursor(self, cursor: str | None, folders: dict[str, str]
@@ -289,6 +306,16 @@ class OutlookContactsSource:
         ):
             return None
         return links
+
+    def _known_tree(self, cursor: str | None, links: dict[str, str]) -> list[str]:
+        """The folders the cursor saw (older cursors: those it read)."""
+        try:
+            tree = json.loads(cursor or "").get("tree")
+        except (ValueError, AttributeError):
+            tree = None
+        if isinstance(tree, list) and all(isinstance(t, str) for t in tree):
+            return sorted(set(tree) | set(links))
+        return sorted(links)
 
     # ---- mapping ------------------------------------------------------------------
 

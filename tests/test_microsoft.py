@@ -130,6 +130,41 @@ def test_a_throttled_batch_step_is_sent_again_alone(ms: MsCloud, state: Path) ->
     assert len(alone) == 1 and alone[0].q("$deltatoken") is not None
 
 
+def test_folders_at_any_depth_are_read_and_an_idle_read_is_one_request(
+    ms: MsCloud, state: Path
+) -> None:
+    g = ms.graph
+    clients = g.add_folder("Clients")
+    europe = g.add_folder("Europe", parent=clients)
+    berlin = g.add_folder("Berlin", parent=europe)
+    g.put_contact(person("Ann Lee", "ann@x.example"), folder=clients)
+    g.put_contact(person("Eva Braun", "eva@x.example"), folder=berlin)
+    src = source(ms, state)
+    first = src.read(None)
+    assert sorted(c.name for c in first.contacts) == ["Ann Lee", "Eva Braun"]
+    g.server.clear_log()
+    idle = src.read(first.cursor)
+    assert (idle.contacts, idle.removed, idle.full) == ((), (), False)
+    assert [(r.method, r.path) for r in g.requests if not r.batched] == [
+        ("POST", "/v1.0/$batch")]
+    # A folder made since, deep down, is found and read; one removed goes.
+    rome = g.add_folder("Rome", parent=europe)
+    g.put_contact(person("Gio Rossi", "gio@x.example"), folder=rome)
+    g.delete_folder(berlin)
+    later = src.read(idle.cursor)
+    assert sorted(c.name for c in later.contacts) == ["Ann Lee", "Gio Rossi"]  # a full re-read
+    assert later.full  # a folder went away: its contacts must go too
+    # `folders:` names a folder at any depth; idle, still one request (the
+    # cursor remembers the folders it did not read, to list them in the batch).
+    rome_only = source(ms, state, folders=("rome",))
+    only = rome_only.read(None)
+    assert [c.name for c in only.contacts] == ["Gio Rossi"]
+    g.server.clear_log()
+    assert rome_only.read(only.cursor).contacts == ()
+    assert [(r.method, r.path) for r in g.requests if not r.batched] == [
+        ("POST", "/v1.0/$batch")]
+
+
 def test_removed_and_moved_contacts(ms: MsCloud, state: Path) -> None:
     g = ms.graph
     other = g.add_folder("Other")

@@ -11,7 +11,8 @@ Auth
 Contacts
   `/me/contactFolders` lists the CHILD folders of the default Contacts folder
   (the default folder itself is `/me/contactFolders/contacts`, well-known
-  name); `/me/contactFolders/{id}/contacts/delta` and `/me/contacts/delta`
+  name), `/me/contactFolders/{id}/childFolders` those of any folder;
+  `/me/contactFolders/{id}/contacts/delta` and `/me/contacts/delta`
   with `$select` (kept in the tokens), `$top` rejected with 400
   `ErrorInvalidUrlQuery`; pages of `Prefer: odata.maxpagesize` (capped by the
   server: `page_cap`); `@odata.nextLink` ($skiptoken) then `@odata.deltaLink`
@@ -514,14 +515,18 @@ class GraphEmulator:
             self.evicted.update(self.states)
             self.states.clear()
 
-    def add_folder(self, name: str) -> str:
+    def add_folder(self, name: str, parent: str | None = None) -> str:
+        """A contact folder under `parent` (default: the Contacts folder)."""
         with self._lock:
-            f = Folder(_rid(), name, self.root.id)
+            f = Folder(_rid(), name, parent or self.root.id)
             self.folders[f.id] = f
             return f.id
 
     def delete_folder(self, folder_id: str) -> None:
+        """The folder, its subfolders, and their contacts."""
         with self._lock:
+            for sub in [f.id for f in self.folders.values() if f.parent == folder_id]:
+                self.delete_folder(sub)
             for c in [c for c in self.contacts.values() if c.folder == folder_id]:
                 self.delete_contact(c.id)
             del self.folders[folder_id]
@@ -751,6 +756,11 @@ class GraphEmulator:
         if len(s) == 2 and s[0] == "contactFolders" and m == "GET":
             self._auth(req, read_c)
             return json_response(200, self._folder_json(self._folder(s[1])))
+        if len(s) == 3 and s[0] == "contactFolders" and s[2] == "childFolders" and m == "GET":
+            self._auth(req, read_c)
+            parent = self._folder(s[1]).id
+            return self._list(req, [self._folder_json(f) for f in self.folders.values()
+                                    if f.parent == parent])
         if s == ["contacts", "delta"] and m == "GET":
             self._auth(req, read_c)
             return self._contacts_delta(req, self.root.id)
