@@ -31,10 +31,11 @@ Graph's rules (research protocols.md §3.1, §3.6)
   resyncRequired → DeltaExpired (a CursorExpired with the Location header),
   403 → AuthError, 5xx and throttling → retryable RemoteError, other 4xx →
   non-retryable RemoteError;
-* `get_many` sends GETs as JSON batches (`POST /$batch`, at most 20 steps:
-  learn.microsoft.com/graph/json-batching), so that an idle cycle of a
-  contact source is one HTTP request whatever its number of folders; a step
-  answered 401, 429 or 5xx is sent again alone, with the retries above.
+* `send_many` (and `get_many`) send requests as JSON batches (`POST
+  /$batch`, at most 20 steps: learn.microsoft.com/graph/json-batching): an
+  idle cycle of a contact source is one HTTP request, expanded GETs and
+  creates go 20 to a request; a step answered 401, 429 or 5xx is sent again
+  alone, with the retries above. A batch holds up to 4 mailbox slots.
 """
 
 from __future__ import annotations
