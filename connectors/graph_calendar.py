@@ -351,44 +351,8 @@ class GraphCalendar:
 
     def _delta(self, cal: _Cal, start: str, window: tuple[datetime, datetime], *, full: bool
                ) -> EventChanges:
-        items: dict[str, dict[str, Any]] = {}
-        removed: set[str] = set()
-        link = ""
-        for attempt in (1, 2):
-            items, removed, url, first = {}, set(), start, True
-            try:
-                while True:
-                    try:
-                        page = self.client.get_json(url, headers=self._delta_headers)
-                    except DeltaExpired:
-                        raise
-                    except RemoteError:
-                        if first or attempt == 2:
-                            raise
-                        raise _Restart() from None
-                    first = False
-                    for item in page.get("value") or []:
-                        if not isinstance(item, dict) or not item.get("id"):
-                            continue
-                        eid = str(item["id"])
-                        if "@removed" in item:
-                            items.pop(eid, None)
-                            removed.add(eid)
-                        else:
-                            removed.discard(eid)
-                            items[eid] = item
-                    nxt = page.get("@odata.nextLink")
-                    if isinstance(nxt, str) and nxt:
-                        url = nxt
-                        continue
-                    got = page.get("@odata.deltaLink")
-                    if not isinstance(got, str) or not got:
-                        raise RemoteError("calendar: a delta page without nextLink or deltaLink")
-                    link = got
-                    break
-                break
-            except _Restart:
-                continue
+        r = self.client.delta_round(start, self._delta_headers, "calendar")
+        items, removed, link = r.items, r.removed, r.link
         # Which items need a GET: possibly ours (props only come with $expand),
         # and every @removed id of an incremental round (out-of-window or gone?).
         fetch = [eid for eid, it in items.items()
@@ -602,8 +566,4 @@ class GraphCalendar:
             return link, datetime.fromisoformat(ws), datetime.fromisoformat(we)
         except (ValueError, KeyError, TypeError):
             return None
-
-
-class _Restart(Exception):
-    pass
 

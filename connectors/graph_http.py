@@ -47,7 +47,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -224,6 +224,16 @@ class Step:
         return out
 
 
+@dataclass
+class DeltaRound:
+    """What one delta round returned: live items by id, removed ids, and the
+    deltaLink for the next round."""
+
+    items: dict[str, dict[str, Any]] = field(default_factory=dict)
+    removed: set[str] = field(default_factory=set)
+    link: str = ""
+
+
 class GraphClient:
     """Graph requests for one connector (`who` names it in messages)."""
 
@@ -312,6 +322,52 @@ class GraphClient:
                 except RemoteError as e:
                     out.append(e)
         return out
+
+    def delta_round(self, start: str, headers: Mapping[str, str], what: str,
+                    first_page: dict[str, Any] | RemoteError | None = None) -> DeltaRound:
+        """One change-tracking round from `start` to its deltaLink, following
+        nextLinks (`first_page`: the answer to `start`, fetched in a batch).
+        Within a round a later entry for an id wins (a removal drops the
+        upsert, and back). DeltaExpired propagates; another failure on a
+        nextLink restarts the round once from `start`, dropping the pages
+        already read (learn.microsoft.com/graph/delta-query-overview)."""
+        for attempt in (1, 2):
+            r, url, first = DeltaRound(), start, True
+            while True:
+                try:
+                    if first and attempt == 1 and first_page is not None:
+                        if isinstance(first_page, RemoteError):
+                            raise first_page
+                        page = first_page
+                    else:
+                        page = self.get_json(url, headers=headers)
+                except DeltaExpired:
+                    raise
+                except RemoteError:
+                    if first or attempt == 2:
+                        raise
+                    break  # a failing nextLink: the round again, once
+                first = False
+                for item in page.get("value") or []:
+                    if not isinstance(item, dict) or not item.get("id"):
+                        continue
+                    iid = str(item["id"])
+                    if "@removed" in item:
+                        r.items.pop(iid, None)
+                        r.removed.add(iid)
+                    else:
+                        r.removed.discard(iid)
+                        r.items[iid] = item
+                nxt = page.get("@odata.nextLink")
+                if isinstance(nxt, str) and nxt:
+                    url = nxt
+                    continue
+                link = page.get("@odata.deltaLink")
+                if not isinstance(link, str) or not link:
+                    raise RemoteError(f"{what}: a delta page without nextLink or deltaLink")
+                r.link = link
+                return r
+        raise AssertionError("unreachable: the second try returns or raises")
 
     def _relative(self, path_or_url: str) -> str:
         """A step's url: relative to the version (`/me/...`)."""

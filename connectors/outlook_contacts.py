@@ -40,12 +40,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from connectors.graph_http import DeltaExpired, GraphClient, GraphSession
+from connectors.graph_http import DeltaExpired, DeltaRound, GraphClient, GraphSession
 from connectors.msal_auth import MsalTokens
 from syncd.errors import RemoteError
 from syncd.model import Contact, ContactBatch, SourceProblem
@@ -61,15 +60,6 @@ SELECT = (
     "id,displayName,givenName,middleName,surname,fileAs,emailAddresses,mobilePhone,"
     "businessPhones,homePhones,companyName,jobTitle,personalNotes,categories"
 )
-
-
-@dataclass
-class _Round:
-    """What one folder's delta round returned."""
-
-    upserts: dict[str, dict[str, Any]] = field(default_factory=dict)
-    removed: set[str] = field(default_factory=set)
-    link: str = ""
 
 
 class _Resync(Exception):
@@ -137,7 +127,7 @@ class OutlookContactsSource:
         links: dict[str, str] = {}
         for fid in sorted(folders):
             r = self._round(self._initial(fid))
-            upserts.update(r.upserts)
+            upserts.update(r.items)
             links[fid] = r.link
         contacts, problems, unmatched = self._convert(upserts)
         del unmatched  # a full read lists only the matching contacts
@@ -154,7 +144,7 @@ class OutlookContactsSource:
         for fid in sorted(folders):
             start = state.get(fid) or self._initial(fid)  # a new folder: its first round
             r = self._round(start, prefetched.get(fid))
-            upserts.update(r.upserts)
+            upserts.update(r.items)
             removed |= r.removed
             links[fid] = r.link
         contacts, problems, unmatched = self._convert(upserts)
@@ -166,54 +156,13 @@ class OutlookContactsSource:
         )
 
     def _round(self, start: str, first_page: dict[str, Any] | RemoteError | None = None
-               ) -> _Round:
-        """One delta round from `start` to its deltaLink (`first_page`: the
-        answer to `start`, fetched in a batch). An expired state anywhere
-        raises _Resync; another failure on a nextLink restarts the round once
-        from `start`."""
-        for attempt in (1, 2):
-            r = _Round()
-            url = start
-            first = True
-            try:
-                while True:
-                    try:
-                        if first and attempt == 1 and first_page is not None:
-                            if isinstance(first_page, RemoteError):
-                                raise first_page
-                            page = first_page
-                        else:
-                            page = self.client.get_json(url, headers=self._prefer)
-                    except DeltaExpired:
-                        raise _Resync() from None
-                    except RemoteError:
-                        if first or attempt == 2:
-                            raise
-                        raise _Restart() from None
-                    first = False
-                    for item in page.get("value") or []:
-                        if not isinstance(item, dict) or not item.get("id"):
-                            continue
-                        cid = str(item["id"])
-                        if "@removed" in item:
-                            r.upserts.pop(cid, None)
-                            r.removed.add(cid)
-                        else:
-                            r.removed.discard(cid)
-                            r.upserts[cid] = item
-                    nxt = page.get("@odata.nextLink")
-                    if isinstance(nxt, str) and nxt:
-                        url = nxt
-                        continue
-                    link = page.get("@odata.deltaLink")
-                    if not isinstance(link, str) or not link:
-                        raise RemoteError(f"contact source {self.name!r}: a delta page "
-                                          "without nextLink or deltaLink")
-                    r.link = link
-                    return r
-            except _Restart:
-                continue
-        raise AssertionError("unreachable")
+               ) -> DeltaRound:
+        """One delta round of a folder; an expired state raises _Resync."""
+        try:
+            return self.client.delta_round(start, self._prefer,
+                                           f"contact source {self.name!r}", first_page)
+        except DeltaExpired:
+            raise _Resync() from None
 
     def _initial(self, folder_id: str) -> str:
         return f"/me/contactFolders/{quote(folder_id, safe='')}/contacts/delta?$select={SELECT}"
@@ -363,10 +312,6 @@ class OutlookContactsSource:
             labels=labels,
             note=str(c.get("personalNotes") or "").replace("\r\n", "\n"),
         )
-
-
-class _Restart(Exception):
-    pass
 
 
 def _unique(values: Any) -> tuple[str, ...]:
