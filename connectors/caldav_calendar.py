@@ -98,7 +98,7 @@ from syncd.errors import (
     RemoteError,
 )
 from syncd.model import EventChanges, EventDraft, RemoteEvent
-from syncd.ports import create_one_by_one
+from syncd.ports import create_one_by_one, find_busy_calendar
 from syncd.settings import CalendarConfig
 
 PRODID = "-//syncd//EN"
@@ -807,17 +807,8 @@ class CalDavCalendar:
         raise RemoteError(f"could not create calendar {name!r} under {home}", retryable=False)
 
     def _find_named(self, name: str) -> _CalInfo:
-        for refresh in (False, True):
-            for info in self._calendars(refresh=refresh):
-                if info.name == name:
-                    return info
-        available = sorted({c.name for c in self._calendars()})
-        raise RemoteError(
-            f"busy calendar {name!r} not found; available calendars: "
-            + (", ".join(repr(n) for n in available) or "none"),
-            hint="fix calendar.busy_calendars in the config",
-            retryable=False,
-        )
+        return find_busy_calendar(name, lambda refresh: self._calendars(refresh=refresh),
+                                  lambda c: c.name)
 
     # ---- sync-collection (RFC 6578) -----------------------------------------
 

@@ -68,6 +68,7 @@ from connectors.msal_auth import MsalTokens
 from syncd.errors import AlreadyExists, NotFound, RemoteError
 from syncd.model import EventChanges, EventDraft, RemoteEvent
 from syncd.notes import html_to_text
+from syncd.ports import find_busy_calendar
 from syncd.settings import CalendarConfig
 
 PROP_GUID = "{8c3b7a52-5d1e-4f0a-9b8e-6a2f1c4d7e90}"
@@ -531,17 +532,8 @@ class GraphCalendar:
         return _Cal(str(body["id"]), str(body.get("name") or name))
 
     def _named(self, name: str) -> _Cal:
-        for refresh in (False, True):
-            for c in self._calendars(refresh=refresh):
-                if c.name == name:
-                    return c
-        available = sorted({c.name for c in self._calendars()})
-        raise RemoteError(
-            f"busy calendar {name!r} not found; available calendars: "
-            + (", ".join(repr(n) for n in available) or "none"),
-            hint="fix calendar.busy_calendars in the config",
-            retryable=False,
-        )
+        return find_busy_calendar(name, lambda refresh: self._calendars(refresh=refresh),
+                                  lambda c: c.name)
 
     # ---- cursor ------------------------------------------------------------------------
 

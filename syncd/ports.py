@@ -6,11 +6,14 @@ their library's exceptions so the core never imports caldav, google or msal.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from syncd.errors import RemoteError
 from syncd.model import ContactBatch, EventChanges, EventDraft, RemoteEvent
+
+T = TypeVar("T")
 
 
 class ContactSource(Protocol):
@@ -117,3 +120,20 @@ def create_one_by_one(cal: Calendar, drafts: list[EventDraft]) -> list[RemoteEve
         except RemoteError as e:
             out.append(e)
     return out
+
+
+def find_busy_calendar(name: str, calendars: Callable[[bool], Iterable[T]],
+                       name_of: Callable[[T], str]) -> T:
+    """The calendar called `name` among `calendars(refresh)`: the cached list,
+    then a fresh one; else a RemoteError naming the calendars there are."""
+    for refresh in (False, True):
+        for c in calendars(refresh):
+            if name_of(c) == name:
+                return c
+    available = sorted({name_of(c) for c in calendars(False)})
+    raise RemoteError(
+        f"busy calendar {name!r} not found; available calendars: "
+        + (", ".join(repr(n) for n in available) or "none"),
+        hint="fix calendar.busy_calendars in the config",
+        retryable=False,
+    )
