@@ -543,22 +543,13 @@ class CalendarEmulator:
         return Response.json(200, self._render(cal, e))
 
     def _events_update(self, req: Request, cid: str, eid: str) -> Response:
-        got = self._target(req, cid, eid)
-        if isinstance(got, Response):
-            return got
-        cal, e = got
-        failed = self._precondition(req, e)
-        if failed is not None:
-            return failed
-        body = req.json() or {}
-        data = {k: copy.deepcopy(body[k]) for k in _WRITABLE if k in body}
-        bad = self._validate(data, cal)
-        if bad is not None:
-            return bad
-        self._store(cal, e, data)
-        return Response.json(200, self._render(cal, e))
+        return self._events_write(req, cid, eid, patch=False)
 
     def _events_patch(self, req: Request, cid: str, eid: str) -> Response:
+        return self._events_write(req, cid, eid, patch=True)
+
+    def _events_write(self, req: Request, cid: str, eid: str, *, patch: bool) -> Response:
+        """update replaces the writable fields; patch merges into them."""
         got = self._target(req, cid, eid)
         if isinstance(got, Response):
             return got
@@ -567,8 +558,10 @@ class CalendarEmulator:
         if failed is not None:
             return failed
         body = req.json() or {}
-        patch = {k: body[k] for k in _WRITABLE if k in body}
-        data = _merge(copy.deepcopy(e.data), patch)
+        if patch:
+            data = _merge(copy.deepcopy(e.data), {k: body[k] for k in _WRITABLE if k in body})
+        else:
+            data = {k: copy.deepcopy(body[k]) for k in _WRITABLE if k in body}
         bad = self._validate(data, cal)
         if bad is not None:
             return bad
