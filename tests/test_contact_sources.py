@@ -26,11 +26,12 @@ import requests
 from connectors.carddav import CardDavSource
 from connectors.files import FileSource, read_contacts
 from syncd.errors import AuthError, RemoteError
-from syncd.model import Contact, ContactBatch
+from syncd.model import Contact
 from syncd.ports import ContactSource
 from syncd.settings import Secret, SourceConfig
 from tests.conftest_google import GooglePeopleDriver
 from tests.conftest_microsoft import OutlookDriver
+from tests.mirror import Mirror
 from tests.servers import DavServer, free_port, wait_listening
 
 DATA = Path(__file__).parent / "data"
@@ -241,33 +242,6 @@ def driver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Driver]:
         d = CardDavDriver(server, sync_collection="etag" not in kind)
         yield d
         d.close()
-
-
-class Mirror:
-    """Applies batches as the core does, and checks the batch invariants."""
-
-    def __init__(self, source: ContactSource) -> None:
-        self.source = source
-        self.cursor: str | None = None
-        self.contacts: dict[str, Contact] = {}
-
-    def read(self) -> ContactBatch:
-        batch = self.source.read(self.cursor)
-        uids = [c.uid for c in batch.contacts]
-        assert len(uids) == len(set(uids)), f"duplicate uids in one batch: {uids}"
-        assert batch.cursor, "every read returns a cursor"
-        if batch.full:
-            assert not batch.removed
-            self.contacts = {c.uid: c for c in batch.contacts}
-        else:
-            for uid in batch.removed:
-                self.contacts.pop(uid, None)
-            self.contacts.update((c.uid, c) for c in batch.contacts)
-        self.cursor = batch.cursor
-        return batch
-
-    def by_email(self) -> dict[str, Contact]:
-        return {c.emails[0]: c for c in self.contacts.values()}
 
 
 JANE = Person("jane", "Jane Roe", "jane@acme.example", "+1 212 555 0147", "Portfolio Manager")

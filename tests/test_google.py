@@ -37,12 +37,13 @@ from connectors.google_common import interruptible_sleep
 from connectors.google_people import PERSON_FIELDS, GooglePeopleSource
 from syncd import retry
 from syncd.errors import AlreadyExists, AuthError, RemoteError
-from syncd.model import Contact, ContactBatch, EventDraft, RemoteEvent
+from syncd.model import EventDraft, RemoteEvent
 from syncd.settings import CalendarConfig, Connection, Secret, SourceConfig
 from tests.conftest_google import ALL_SCOPES, TlsGoogle
 from tests.emulators._http import Response, Server
 from tests.emulators.google import CALENDAR_SCOPES, CONTACTS_READONLY, GoogleEmulator
 from tests.emulators.google_oauth import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
+from tests.mirror import Mirror
 
 NY = ZoneInfo("America/New_York")
 CONNECTIONS = "/v1/people/me/connections"
@@ -82,31 +83,6 @@ def cal(google: GoogleEmulator, google_token: Path, tmp_path: Path) -> Iterator[
     c = calendar(google, google_token, tmp_path)
     yield c
     c.close()
-
-
-class Mirror:
-    """Applies batches as the core does (full replaces, incremental patches)."""
-
-    def __init__(self, source: GooglePeopleSource) -> None:
-        self.source = source
-        self.cursor: str | None = None
-        self.contacts: dict[str, Contact] = {}
-
-    def read(self) -> ContactBatch:
-        batch = self.source.read(self.cursor)
-        uids = [c.uid for c in batch.contacts]
-        assert len(uids) == len(set(uids))
-        if batch.full:
-            self.contacts = {c.uid: c for c in batch.contacts}
-        else:
-            for uid in batch.removed:
-                self.contacts.pop(uid, None)
-            self.contacts.update((c.uid, c) for c in batch.contacts)
-        self.cursor = batch.cursor
-        return batch
-
-    def names(self) -> dict[str, str]:
-        return {c.name: c.title for c in self.contacts.values()}
 
 
 def statuses(emu: GoogleEmulator, prefix: str) -> list[int]:
