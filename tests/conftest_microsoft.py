@@ -21,6 +21,7 @@ from connectors.msal_auth import sign_in
 from syncd.settings import CalendarConfig, Connection, SourceConfig
 from tests.emulators.graph import GraphEmulator
 from tests.emulators.ms_identity import IdentityEmulator, make_ca
+from tests.servers import count_requests
 
 
 @dataclass
@@ -163,16 +164,7 @@ class GraphBackend:
         return json.dumps(state)
 
     def count_requests(self, cal: Any) -> Any:
-        session = cal.http_session
-        inner = session.request
-        calls: list[str] = []
-
-        def counting(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-            calls.append(f"{method} {url}")
-            return inner(method, url, *args, **kwargs)
-
-        session.request = counting
-        return lambda: len(calls)
+        return count_requests(cal.http_session)
 
     def close(self) -> None:
         for cal in self.opened:

@@ -1,5 +1,6 @@
 """Real CalDAV/CardDAV servers for the tests: Radicale and Xandikos, each a
-separate process on a free loopback port, with its data in a temp directory."""
+separate process on a free loopback port, with its data in a temp directory;
+and a request counter for any connector's session."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -116,3 +119,17 @@ def start_xandikos(data: Path) -> DavServer:
         calendar_home=f"{base}/user/calendars/",
         addressbook_url=f"{base}/user/contacts/addressbook/",
     )
+
+
+def count_requests(session: Any) -> Callable[[], int]:
+    """Count the requests a connector's `requests` session sends from now on
+    (the real session to the real peer, only counted); returns the reader."""
+    inner = session.request
+    calls: list[str] = []
+
+    def counting(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(f"{method} {url}")
+        return inner(method, url, *args, **kwargs)
+
+    session.request = counting
+    return lambda: len(calls)

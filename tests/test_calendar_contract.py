@@ -32,7 +32,7 @@ from syncd.ports import Calendar
 from syncd.settings import CalendarConfig, Connection
 from tests.conftest_google import google_calendar_backend
 from tests.conftest_microsoft import GraphBackend
-from tests.servers import DavServer, free_port
+from tests.servers import DavServer, count_requests, free_port
 
 NY = ZoneInfo("America/New_York")
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -186,16 +186,7 @@ class CalDavBackend:
 
     def count_requests(self, cal: Calendar) -> Callable[[], int]:
         assert isinstance(cal, CalDavCalendar)
-        session = cal.http_session
-        inner = session.request
-        calls: list[str] = []
-
-        def counting(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-            calls.append(f"{method} {url}")
-            return inner(method, url, *args, **kwargs)
-
-        session.request = counting  # wraps the real session: real server, just counted
-        return lambda: len(calls)
+        return count_requests(cal.http_session)
 
     def close(self) -> None:
         for cal in self.opened:

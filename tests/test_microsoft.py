@@ -29,6 +29,7 @@ from connectors.graph_http import parse_retry_after
 from connectors.outlook_contacts import OutlookContactsSource
 from syncd.errors import AuthError, PreconditionFailed, RemoteError
 from syncd.model import EventDraft, RemoteEvent
+from tests.cli_env import cycles
 from tests.conftest_microsoft import MsCloud
 from tests.emulators.graph import Fault, on
 
@@ -659,18 +660,6 @@ rules:
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
         return out
-
-
-def cycles(stderr: str) -> list[dict[str, Any]]:
-    out = []
-    for line in stderr.splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if rec.get("event") == "cycle":
-            out.append(rec)
-    return out
 
 
 def next_wednesday() -> datetime:
