@@ -281,7 +281,7 @@ class Cycle:
                     self.store.db.execute("SELECT id, data FROM contacts")
                     if r["id"] in wanted} if wanted else {}
         self._record_planned(planned, contacts)
-        size = getattr(self.calendar, "batch_size", 1)
+        size = self.calendar.batch_size
         batch: list[tuple[Plan, Planned]] = []  # creates waiting to go in one request
         for i, p in enumerate(writes):
             self._progress("write", i, len(writes))

@@ -71,7 +71,7 @@ class ContactInput:
     handled: tuple[datetime, ...] = ()
     # Interviews with this person: (when it ended, what it was called).
     interviews: tuple[tuple[datetime, str], ...] = ()
-    # `phone_zone(contact.phones)` as stored at import ('' for none), or
+    # `phone_zone_of(contact.phones)` as stored at import ('' for none), or
     # None when not known yet (then it is looked up).
     phone_zone: str | None = None
 
@@ -208,7 +208,7 @@ def contact_zone(contact: Contact, rule_tz: str | None, user_tz: str,
                  phone_zone: str | None = None) -> tuple[str, str]:
     """The contact's zone and where it came from: a custom-field override, the
     contact, a rule, the phone number, else the user's zone. `phone_zone`:
-    the stored `phone_zone(contact.phones)`, when known."""
+    the stored `phone_zone_of(contact.phones)`, when known."""
     override = dict(contact.overrides).get("syncd-timezone")
     for value, origin in ((override, "override"), (contact.timezone, "contact"),
                           (rule_tz, "rule")):
