@@ -13,10 +13,12 @@ Identity
     `$expand=singleValueExtendedProperties($filter=id eq … or id eq …)`.
     Events without them have `syncd_id` None and their `iCalUId` as `uid`.
 Create
-    First `$filter` on syncdId (and then on the UID: syncdUid, else iCalUId);
-    a hit raises `AlreadyExists`. Then POST with a `transactionId` derived
-    from the follow-up id (UUID 5), so a POST retried after a lost response
-    returns the event created the first time instead of a duplicate.
+    A replay (not `checked`) first `$filter`s on syncdId (and then on the UID:
+    syncdUid, else iCalUId); a hit raises `AlreadyExists`. Then POST with a
+    `transactionId` derived from the calendar and the follow-up id (UUID 5),
+    so a POST retried after a lost response returns the event created the
+    first time instead of a duplicate. `create_many` sends checked first
+    tries 20 to a JSON batch.
 Update / delete
     PATCH / DELETE with `If-Match: <@odata.etag>`; 412 (or 409)
     `ErrorIrresolvableConflict` → `PreconditionFailed` (the core re-reads,
@@ -28,8 +30,8 @@ Changes
     round starts over a fresh window (full=True; events that left the window
     drop out of the listing). An idle read is ONE request: the deltaLink.
     Delta items carry no extended properties, so events that may be ours
-    (a `transactionId` set, or not reported) are fetched with `$expand`, at
-    most 4 at a time. `@removed` is not proof of deletion (Graph also reports
+    (a `transactionId` set, or not reported) are fetched with `$expand`, 20
+    to a JSON batch. `@removed` is not proof of deletion (Graph also reports
     events changed or moved outside the window so): each removed id is looked
     up in the calendar; only a 404 makes it a deletion, an event still there
     (e.g. dragged beyond the window) comes back as changed. 410 /
