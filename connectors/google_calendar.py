@@ -16,9 +16,11 @@ The syncd marker and the UID live in `extendedProperties.private`
 and no other client shows or edits them. Only `id` is sent on insert, not
 `iCalUID` ("only one of them should be supplied at event creation time",
 Event.iCalUID reference), so `RemoteEvent.uid` is read back from `syncdUid`;
-events of other clients report their `iCalUID`. A create first looks for an
-event another client stored under the same iCalUID (events.list `iCalUID`),
-and raises `AlreadyExists` when there is one. `get(uid)` falls back to the
+events of other clients report their `iCalUID`. A replayed create (not
+`checked`) first looks for an event another client stored under the same
+iCalUID (events.list `iCalUID`), and raises `AlreadyExists` when there is
+one. `create_many` sends checked first tries 50 to a batch request
+(`/batch/calendar/v3`). `get(uid)` falls back to the
 `privateExtendedProperty` and `iCalUID` filters when the id is not there.
 
 Writes
