@@ -210,6 +210,9 @@ def idle(kind: str, server: _dav.DavServer, sizes: tuple[int, ...], cycles: int,
                 "sent": {k: v for k, v in runs[-1][2].items()},
                 "sent_each": [sent for _r, _c, sent in runs],
                 "writes": sum(r.writes for r, _c, _s in runs),
+                # Cycles that planned (the rest found the last plan still held).
+                "planned": sum(r.planned for r, _c, _s in runs),
+                "cycles": len(runs),
                 "wall_s": round(_median([c.wall for _r, c, _s in runs]), 3),
                 "cpu_s": round(_median([c.cpu for _r, c, _s in runs]), 3),
                 "server_s": round(_median([c.server for _r, c, _s in runs]), 3),
@@ -469,7 +472,8 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, str, str, bool | None]]:
         rows.append(("Idle cycle", f"{it['backend']}, {it['contacts']:,} contacts, "
                      f"{it['events']} events",
                      f"{max(it['requests'])} requests ({sent}); {it['wall_s']:.2f} s "
-                     f"(server {it['server_s']:.2f} s, syncd CPU {it['cpu_s']:.2f} s)",
+                     f"(server {it['server_s']:.2f} s, syncd CPU {it['cpu_s']:.2f} s; "
+                     f"planned in {it['planned']} of {it['cycles']})",
                      f"= {want} requests", ok))
     for it in r.get("change", []):
         inc, base = it["incremental"], it["naive"]

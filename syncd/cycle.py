@@ -10,6 +10,7 @@ and adopts the event instead of duplicating it. Updates carry `If-Match`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time as _time
@@ -20,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from syncd import notes, render, retry
+from syncd import __version__, notes, render, retry
 from syncd.errors import AlreadyExists, NotFound, PreconditionFailed, RemoteError
 from syncd.interviews import detect_interviews, lookback
 from syncd.model import (
@@ -36,6 +37,7 @@ from syncd.planner import (
     AttemptRec,
     CommandRec,
     ContactInput,
+    Expiry,
     LiveRec,
     Plan,
     Planned,
@@ -46,7 +48,7 @@ from syncd.ports import Calendar, ContactSource
 from syncd.progress import ProgressFn, silent
 from syncd.reconcile import apply_changes, upsert_event
 from syncd.settings import Config
-from syncd.store import Store
+from syncd.store import INPUTS_GENERATION, Store
 from syncd.timeutil import add_duration, iso, parse_iso
 
 log = structlog.get_logger("syncd")
@@ -69,6 +71,7 @@ class CycleResult:
     calendar_error: str | None = None
     duration: float = 0.0
     requests: int = 0  # HTTP requests made (every retry counts)
+    planned: bool = False  # False: nothing changed and the last plan still held
 
     @property
     def writes(self) -> int:
@@ -122,7 +125,7 @@ class Cycle:
         log.info("cycle", contacts=res.contacts_seen, changed=res.contacts_changed,
                  attempts_read=res.attempts_read, created=res.events_created,
                  updated=res.events_updated, deleted=res.events_deleted,
-                 written=res.writes, requests=res.requests,
+                 written=res.writes, requests=res.requests, planned=res.planned,
                  failed_sources=res.failed_sources, duration=round(res.duration, 3))
         return res
 
@@ -248,19 +251,28 @@ class Cycle:
 
     # -- planning and writing -------------------------------------------------
 
-    def plans(self) -> list[Plan]:
+    def plans(self, expiry: Expiry | None = None) -> list[Plan]:
         inputs, busy, counts = load_inputs(self.store.db, self.cfg)
         now = self.now()
-        if self.cfg.calendar and self.cfg.calendar.busy_calendars:
+        if self._busy_elsewhere():
             end = add_duration(now.astimezone(self.user_tz), self.cfg.horizon) + timedelta(days=1)
             busy = busy + self.calendar.busy(now, end)
-        return plan(inputs, busy, counts, now, self.cfg)
+        return plan(inputs, busy, counts, now, self.cfg, expiry=expiry)
+
+    def _busy_elsewhere(self) -> bool:
+        return bool(self.cfg.calendar and self.cfg.calendar.busy_calendars)
 
     def write_plan(self, res: CycleResult) -> None:
         now = self.now()
         self._progress("plan", 0, 1)
         self._backfill_phone_zones()
-        todo = [p for p in self.plans()
+        held = PlanHeld.of(self.store, self.cfg, now)
+        if held.holds(self.store.kv_get(PLAN_HELD)):
+            self._progress("write", 0, 0)
+            return
+        res.planned = True
+        expiry = Expiry(now)
+        todo = [p for p in self.plans(expiry)
                 if p.retire or (p.followup is not None and p.followup.action != "keep")]
         # Follow-ups beyond the horizon are rows in the store only (nothing goes
         # to the calendar); with 10,000 contacts most follow-ups are these, and
@@ -302,6 +314,13 @@ class Cycle:
         if batch:
             self._create_batch(batch, contacts, now, res)
         self._progress("write", len(writes), len(writes))
+        # Nothing to write and nothing written: until the expiry, with the
+        # same inputs, planning again would decide the same (the planner's
+        # Expiry; busy times from other calendars are read fresh each plan).
+        if not writes and not planned and not self._busy_elsewhere() and expiry.until:
+            with self.store.tx() as tx:
+                tx.execute("INSERT OR REPLACE INTO kv(key, value) VALUES(?, ?)",
+                           (PLAN_HELD, held.record(expiry.until)))
 
     def _backfill_phone_zones(self) -> None:
         """Contacts imported before the store kept their phone's zone
@@ -471,9 +490,16 @@ class Cycle:
         outcome ("✓ Call Jane Roe #7 — voicemail") so the calendar reads as a
         history. Only the summary changes: the notes are written back exactly
         as the calendar holds them. A title the user edited is left alone."""
+        # It reads nothing but the store: when nothing changed since a pass
+        # that wrote nothing, it would write nothing again (one look-up per
+        # done follow-up, years of them, in every idle cycle otherwise).
+        seen = self.store.kv_get(INPUTS_GENERATION)
+        if seen is not None and self.store.kv_get(HISTORY_HELD) == seen:
+            return
         rows = self.store.db.execute(
             "SELECT f.id, f.title, f.summary, e.summary AS remote FROM followups f "
             "JOIN events e ON e.ref = f.ref WHERE f.status = 'done'").fetchall()
+        written = res.events_updated
         for r in rows:
             want = self._history_title(r["id"], r["title"] or r["summary"])
             if want is None or r["remote"] == want or r["remote"] != r["summary"]:
@@ -501,6 +527,10 @@ class Cycle:
                            (ev.summary, ev.etag, ev.description, r["id"]))
                 upsert_event(tx, ev)
             self._hook("commit-history")
+        if res.events_updated == written and seen is not None:
+            with self.store.tx() as tx:
+                tx.execute("INSERT OR REPLACE INTO kv(key, value) VALUES(?, ?)",
+                           (HISTORY_HELD, seen))
 
     def _history_title(self, fid: str, title: str) -> str | None:
         outcomes = [str(o[0]).replace("_", " ") for o in self.store.db.execute(
@@ -536,6 +566,43 @@ class Cycle:
             with self.store.tx() as tx:
                 tx.execute("UPDATE followups SET status='lapsed' WHERE id=?", (fid,))
         self._hook("commit-retire")
+
+
+# ---------------------------------------------------------------------------
+# Skipping the plan when it holds
+
+PLAN_HELD = "plan.held"
+HISTORY_HELD = "history.held"  # the inputs generation of a history pass that wrote nothing
+
+
+@dataclass(frozen=True)
+class PlanHeld:
+    """What a plan that wrote nothing was made from: the count of changes to
+    the planner's inputs (kept by triggers, store migration 7), the config
+    and syncd's version, and when. The next cycle skips planning while all
+    are the same, time has not gone back, and the plan's expiry has not come."""
+
+    inputs: int
+    config: str
+    now: datetime
+    until: datetime | None = None
+
+    @classmethod
+    def of(cls, store: Store, cfg: Config, now: datetime) -> PlanHeld:
+        made_of = f"{__version__}|{cfg!r}"
+        return cls(int(store.kv_get(INPUTS_GENERATION) or 0),
+                   hashlib.sha256(made_of.encode()).hexdigest(), now)
+
+    def record(self, until: datetime) -> str:
+        return json.dumps({"inputs": self.inputs, "config": self.config, "from": iso(self.now),
+                           "until": iso(until)})
+
+    def holds(self, stored: str | None) -> bool:
+        if not stored:
+            return False
+        was = json.loads(stored)
+        return bool(was["inputs"] == self.inputs and was["config"] == self.config
+                    and parse_iso(was["from"]) <= self.now < parse_iso(was["until"]))
 
 
 # ---------------------------------------------------------------------------

@@ -19,8 +19,8 @@ from zoneinfo import ZoneInfo
 from syncd import learning
 from syncd.learning import SLOTS, Call, Model, Slot
 from syncd.model import Channel, Contact, ContactState, Outcome
-from syncd.settings import Cadence, Config, Rule, Unit
-from syncd.timeutil import add_duration, ceil_to, working_window
+from syncd.settings import Cadence, Config, Duration, Rule, Unit
+from syncd.timeutil import UTC, add_duration, ceil_to, working_window
 
 STEP = timedelta(minutes=15)  # granularity of proposed start times
 DURATION = {Channel.CALL: 15, Channel.EMAIL: 15, Channel.MESSAGE: 10, Channel.MEETING: 30}
@@ -281,6 +281,7 @@ class _Ctx:
     user_tz: ZoneInfo
     pool: Model
     holidays: frozenset[date]
+    expiry: Expiry
     # _allowed_slots by (day, contact zone): thousands of contacts share a few.
     slots: dict[tuple[date, str], tuple[int, ...]] = field(default_factory=dict, compare=False)
 
@@ -305,6 +306,47 @@ def holiday_dates(country: str | None, first_year: int, last_year: int) -> froze
     return frozenset(table)
 
 
+class Expiry:
+    """Until when a plan holds: `plan` decides the same for every `now'` with
+    `now <= now' < until`, given the same inputs. Each comparison the planner
+    makes with `now` reports the instant it can flip at (`at`); a margin is
+    only ever taken on the early side, so a cycle may re-plan needlessly but
+    never keeps a stale plan. None: nothing in the plan depends on time."""
+
+    __slots__ = ("now", "until")
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self.until: datetime | None = None
+
+    def at(self, t: datetime) -> None:
+        if self.until is None or t < self.until:
+            self.until = t
+
+
+def _enters_horizon(start: datetime, horizon: Duration, user_tz: ZoneInfo) -> datetime:
+    """The earliest instant at which `start`, now beyond the horizon
+    (`start > add_duration(now_local, horizon)`), may come within it.
+
+    For minutes to weeks `add_duration` is wall-clock arithmetic, and two
+    datetimes of the same zone compare by wall clock, so the answer is the
+    wall time `start - horizon`; an hour earlier when that wall time is
+    repeated or skipped by a clock change, or `start` is in another zone.
+    Months, years and business days are not monotonic in `now` (Jan 30 and
+    Jan 31 + 1 month are both Feb 28): a bound with a day of margin."""
+    n, unit = horizon.amount, horizon.unit
+    span = {Unit.MINUTES: timedelta(minutes=n), Unit.HOURS: timedelta(hours=n),
+            Unit.DAYS: timedelta(days=n), Unit.WEEKS: timedelta(weeks=n)}.get(unit)
+    if span is None:
+        days = {Unit.MONTHS: 31 * n, Unit.YEARS: 366 * n}.get(unit, n + 2 * ((n + 4) // 5))
+        return start - timedelta(days=days + 1)
+    t = (start.astimezone(user_tz).replace(tzinfo=None) - span).replace(tzinfo=user_tz)
+    plain = (start.tzinfo is user_tz and t.utcoffset() == t.replace(fold=1).utcoffset()
+             and t.astimezone(UTC).astimezone(user_tz).replace(tzinfo=None)
+             == t.replace(tzinfo=None))
+    return t if plain else t - timedelta(hours=1)
+
+
 def plan(
     inputs: list[ContactInput],
     busy: list[tuple[datetime, datetime]],
@@ -312,14 +354,21 @@ def plan(
     now: datetime,
     cfg: Config,
     pool: Model | None = None,
+    expiry: Expiry | None = None,
 ) -> list[Plan]:
     """Plan every contact. `busy` are the calendar's events other than our live
     follow-ups; `day_counts` counts our events that stay where they are (done
     ones) per day in the user's zone; `pool` is everyone's call record per
-    slot (computed from `inputs` when not given)."""
+    slot (computed from `inputs` when not given). `expiry`, when given,
+    learns until when this plan holds (the cycle skips planning until then
+    if nothing else changed)."""
     user_tz = ZoneInfo(cfg.timezone)
+    exp = expiry if expiry is not None else Expiry(now)
     ctx = _Ctx(cfg, user_tz, pool if pool is not None else pool_stats(inputs, cfg),
-               holiday_dates(cfg.holidays, now.year - 3, now.year + 3))
+               holiday_dates(cfg.holidays, now.year - 3, now.year + 3), exp)
+    # The holiday table is chosen by the year.
+    exp.at(now.replace(year=now.year + 1, month=1, day=1, hour=0, minute=0, second=0,
+                       microsecond=0) - timedelta(days=1))
     cal = Calendar.of(busy, day_counts)
     drafts: list[tuple[tuple[int, int, datetime, str], ContactInput, _Need, datetime]] = []
     plans: dict[str, Plan] = {}
@@ -340,6 +389,9 @@ def plan(
             live.user_moved or live.basis == need.basis
         )
         if live is not None and keep:
+            exp.at(live.end)  # then it has passed: rolls forward or lapses
+            if live.start >= now:
+                exp.at(live.start)  # then it is overdue
             local_day = live.start.astimezone(user_tz).date()
             cal.take(live.start, live.end, local_day)
             plans[ci.contact.id] = Plan(
@@ -351,14 +403,23 @@ def plan(
             )
             continue
         due = need.followup_due
+        if due >= now:
+            exp.at(due)  # then it is overdue: priority, `next` times, placement
         prio = (0 if due < now else 1, 0 if need.until_reached else 1, due, ci.contact.id)
         drafts.append((prio, ci, need, due))
 
     # Second pass, by priority: overdue first, then `until: reached` cadences,
     # then keep-in-touch; each takes the earliest free time for it.
     horizon_end = add_duration(now.astimezone(user_tz), cfg.horizon)
+    beyond: datetime | None = None  # the first start beyond the horizon
     for _prio, ci, need, due in sorted(drafts, key=lambda d: d[0]):
-        plans[ci.contact.id] = _place(ci, need, due, now, ctx, cal, horizon_end)
+        fu = _place(ci, need, due, now, ctx, cal, horizon_end)
+        plans[ci.contact.id] = fu
+        if fu.followup is not None and fu.followup.action == "planned" and (
+                beyond is None or fu.followup.start < beyond):
+            beyond = fu.followup.start
+    if beyond is not None:  # then it comes within the horizon and is written
+        exp.at(_enters_horizon(beyond, cfg.horizon, user_tz))
     return [plans[c.contact.id] for c in sorted(inputs, key=lambda c: c.contact.id)]
 
 
@@ -408,9 +469,12 @@ def _assess(ci: ContactInput, now: datetime, ctx: _Ctx) -> _Need:
         stopped_note = "cadence complete"
     if cadence is not None and not stopped_note:
         first = attempts[0].at if attempts else ci.first_seen
-        if cadence.stop_after and now >= add_duration(first.astimezone(user_tz),
-                                                      cadence.stop_after):
-            stopped_note = f"stop_after {cadence.stop_after} passed"
+        if cadence.stop_after:
+            ends = add_duration(first.astimezone(user_tz), cadence.stop_after)
+            if now >= ends:
+                stopped_note = f"stop_after {cadence.stop_after} passed"
+            else:
+                ctx.expiry.at(ends)
         in_phase = [a for a in attempts if a.at >= phase_start]
         if cadence.max_attempts is not None and len(in_phase) >= cadence.max_attempts:
             stopped_note = f"max_attempts {cadence.max_attempts} reached"
@@ -452,6 +516,7 @@ def _assess(ci: ContactInput, now: datetime, ctx: _Ctx) -> _Need:
             due, exact = k.until, False
             if k.until > now:
                 state = ContactState.PAUSED
+                ctx.expiry.at(k.until)
     slot: Slot | None = None
     note = ""
     if channel is Channel.CALL:
@@ -564,6 +629,8 @@ def _place(ci: ContactInput, need: _Need, due: datetime, now: datetime, ctx: _Ct
     seq = live.seq if (live is not None and reuse) else ci.last_seq + 1
     fid = followup_id(ci.contact.id, seq)
     earliest = max(due, now)
+    if due < now:  # placed from now on: holds while now rounds to the same quarter
+        ctx.expiry.at(ceil_to(now.astimezone(user_tz), 15))
     start, slot_note = (
         (earliest, "") if need.exact and due >= now
         else find_time(earliest, minutes, need.slot, ZoneInfo(need.tz), ctx, cal)

@@ -9,6 +9,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from datetime import timedelta
 
 from tests.cli_env import USER_LINES, Env, cycles, marker, user_edit
 
@@ -100,6 +101,39 @@ def test_the_zone_a_phone_pins_is_stored_with_the_contact(env: Env) -> None:
                      "Bob Li": ("America/Los_Angeles", "phone")}  # looked up meanwhile
     env.run("sync", now="2026-11-25T15:05:00+00:00")
     assert stored() == {"Jane Roe": "America/New_York", "Bob Li": "America/Los_Angeles"}
+
+
+def test_planning_is_skipped_while_nothing_changed_and_the_plan_holds(env: Env) -> None:
+    """At 10,000 contacts planning was nearly all of an idle cycle's CPU. A
+    cycle plans again when the inputs change (notes, config) or the plan's
+    expiry comes (here: a follow-up's time passes, and it rolls forward)."""
+
+    def sync(now: str) -> dict[str, object]:
+        return cycles(env.run("sync", now=now).stderr)[-1]
+
+    assert sync("2026-11-25T15:00:00+00:00")["created"] == 2
+    assert sync("2026-11-25T15:02:00+00:00")["planned"] is True  # reads its writes back
+    idle = sync("2026-11-25T15:04:00+00:00")
+    assert (idle["planned"], idle["written"]) == (False, 0)
+    # Another setting: plan again (then it holds again).
+    env.config.write_text(env.config.read_text() + "daily_limit: 5\n")
+    assert sync("2026-11-25T15:06:00+00:00")["planned"] is True
+    assert sync("2026-11-25T15:08:00+00:00")["planned"] is False
+    # A line in a note: plan again, and Jane's next call is written.
+    jane = next(e for e in env.events() if "Jane" in str(e.icalendar_component["SUMMARY"]))
+    user_edit(jane.url, lambda d: d + "9:10 no answer\n")
+    rec = sync("2026-11-25T15:10:00+00:00")
+    assert (rec["planned"], rec["attempts_read"], rec["created"]) == (True, 1, 1)
+    assert sync("2026-11-25T15:12:00+00:00")["planned"] is True  # reads its writes back
+    assert sync("2026-11-25T15:14:00+00:00")["planned"] is False
+    # Nothing changed, but Bob's call passed with nothing logged: the plan's
+    # expiry has come, and the call rolls forward.
+    bob = next(e for e in env.events() if "Bob" in str(e.icalendar_component["SUMMARY"]))
+    after = bob.icalendar_component.decoded("DTEND") + timedelta(minutes=1)
+    rec = sync(after.isoformat())
+    assert rec["planned"] is True and rec["updated"] >= 1
+    moved = next(e for e in env.events() if marker(e) == marker(bob))
+    assert moved.icalendar_component.decoded("DTSTART") > after
 
 
 def test_second_daemon_on_the_same_state_is_refused(env: Env) -> None:

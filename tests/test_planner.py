@@ -247,3 +247,90 @@ def test_a_long_queue_at_the_daily_limit_is_planned_not_crammed_in() -> None:
         d = p.followup.start.astimezone(NY).date()
         per_day[d] = per_day.get(d, 0) + 1
     assert max(n for d, n in per_day.items() if d <= NOW.date() + timedelta(days=400)) <= 3
+
+
+# ---------------------------------------------------------------------------
+# Expiry: until when a plan holds. The cycle skips planning while nothing
+# changed and now is before `until`; this proves that skipping is safe:
+# planning again at any instant before `until` decides exactly the same.
+
+HORIZONS = [Duration(14, Unit.DAYS), Duration(2, Unit.WEEKS), Duration(36, Unit.HOURS),
+            Duration(90, Unit.MINUTES), Duration(1, Unit.MONTHS), Duration(5, Unit.BUSINESS_DAYS)]
+# Around both of New York's clock changes in 2026, and an ordinary week.
+EPOCHS = [datetime(2026, 3, 6, tzinfo=UTC), datetime(2026, 10, 30, tzinfo=UTC),
+          datetime(2026, 11, 23, tzinfo=UTC), datetime(2026, 12, 28, tzinfo=UTC)]
+
+
+def settle(inputs: list[ContactInput], now: datetime, cfg: Config,
+           moved: set[int]) -> list[ContactInput]:
+    """The inputs after the cycle wrote `plan(inputs, now)`: created and moved
+    follow-ups are live, the rest stored as planned; a few the user moved."""
+    from dataclasses import replace
+
+    out = []
+    for i, (ci, p) in enumerate(zip(inputs, plan(inputs, [], {}, now, cfg), strict=True)):
+        fu = p.followup
+        if fu is None:
+            out.append(replace(ci, live=None))
+            continue
+        shift = timedelta(hours=20) if i in moved else timedelta(0)
+        status = "planned" if fu.action == "planned" else "live"
+        out.append(replace(ci, last_seq=fu.seq, live=LiveRec(
+            fu.id, fu.seq, fu.start + shift, fu.end + shift, fu.channel, fu.basis, status,
+            False, bool(shift) and status == "live")))
+    return out
+
+
+@st.composite
+def scenario(draw: st.DrawFn) -> tuple[list[ContactInput], datetime, datetime, Config]:
+    epoch = draw(st.sampled_from(EPOCHS))
+    t0 = epoch + timedelta(minutes=draw(st.integers(0, 9 * 24 * 60)))
+    later = t0 + timedelta(minutes=draw(st.integers(0, 6 * 24 * 60)))
+    stop_after = draw(st.sampled_from([None, Duration(3, Unit.DAYS), Duration(2, Unit.WEEKS)]))
+    cfg = replace_cfg(
+        horizon=draw(st.sampled_from(HORIZONS)),
+        daily_limit=draw(st.integers(1, 4)),
+        holidays=draw(st.sampled_from([None, "US"])),
+        cadences=(Cadence("pursue", "call", Duration(draw(st.integers(1, 3)), Unit.BUSINESS_DAYS),
+                          "reached", "keep_in_touch", stop_after=stop_after),
+                  Cadence("keep_in_touch", "email", Duration(4, Unit.WEEKS))))
+    inputs = []
+    for i in range(draw(st.integers(1, 9))):
+        seen = t0 - timedelta(minutes=draw(st.integers(0, 20 * 24 * 60)))
+        attempts = tuple(sorted(
+            (AttemptRec(seen + timedelta(minutes=m), draw(st.sampled_from(list(Channel)[:2])),
+                        draw(st.sampled_from([Outcome.NO_ANSWER, Outcome.VOICEMAIL,
+                                              Outcome.REACHED, Outcome.SENT])))
+             for m in draw(st.lists(st.integers(0, max(0, int((t0 - seen).total_seconds()
+                                                              // 60))), max_size=4))),
+            key=lambda a: a.at))
+        commands = tuple(
+            CommandRec(kind, 0, seen, t0 + timedelta(minutes=m))
+            for kind, m in draw(st.lists(st.tuples(
+                st.sampled_from(["pause", "snooze", "next"]),
+                st.integers(-3 * 24 * 60, 8 * 24 * 60)), max_size=2)))
+        interviews = tuple(
+            (t0 + timedelta(minutes=m), "interview") for m in
+            draw(st.lists(st.integers(-2 * 24 * 60, 3 * 24 * 60), max_size=1)))
+        inputs.append(ContactInput(contact(i, draw(st.sampled_from(ZONES))), seen, False,
+                                   attempts, commands, None, 0, interviews=interviews))
+    moved = set(draw(st.lists(st.integers(0, 9), max_size=2)))
+    return settle(inputs, t0, cfg, moved), later, t0, cfg
+
+
+@settings(max_examples=400, deadline=None)
+@given(case=scenario(), frac=st.floats(0, 1, exclude_max=True))
+def test_a_plan_holds_until_its_expiry(
+        case: tuple[list[ContactInput], datetime, datetime, Config], frac: float) -> None:
+    from syncd.planner import Expiry
+
+    inputs, now, _t0, cfg = case
+    exp = Expiry(now)
+    first = plan(inputs, [], {}, now, cfg, expiry=exp)
+    assert exp.until is not None  # at least the year's end
+    # Some instant before the expiry, and the last one.
+    span = exp.until - now
+    last = exp.until - timedelta(microseconds=1)
+    for later in {min(now + span * frac, last), last}:  # span * frac rounds to µs
+        if later >= now:
+            assert plan(inputs, [], {}, later, cfg) == first, (now, exp.until, later)
