@@ -164,7 +164,7 @@ import hashlib
 import re
 import unicodedata
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import NamedTuple
 
@@ -317,12 +317,14 @@ def explain_line(text: str, ctx: LineContext) -> tuple[list[Entry], str]:
     news = _news(text)
     if news is not None:
         return ([NewsEntry(news)], "news") if news else ([], "news: without text")
-    toks = _Scanner(_normalise(text)).run()
+    toks = _scan(_normalise(text))
     if not toks:
         return [], "no words"
-    command = _command(toks, ctx)
-    if command is not None:
-        return command
+    first = toks[0]
+    if first.kind is _K.SEP or first.text in _COMMANDS:  # a command, maybe after a bullet
+        command = _command(toks, ctx)
+        if command is not None:
+            return command
     return _attempts(toks, ctx)
 
 
@@ -344,6 +346,10 @@ CHECK = "\u2714"
 
 
 def _normalise(text: str) -> str:
+    if text.isascii():
+        # NFKC leaves ASCII as it is, and "`" is the only ASCII character folded:
+        # most lines skip both passes (str.translate costs ~100 ns a character)
+        return (text.replace("`", "'") if "`" in text else text).lower()
     return unicodedata.normalize("NFKC", text).translate(_FOLD).lower()
 
 
@@ -353,6 +359,9 @@ def _normalise(text: str) -> str:
 # findall without groups returns plain strings, several times faster than
 # asking each match object for its group.
 _RAW = re.compile(r"[0-9]+|[^\W\d_]+|\s+|.", re.S)
+# The same pieces for a lower-case ASCII line, where [^\W\d_] is [a-z]; a
+# character set is quicker to test than a Unicode category.
+_RAW_ASCII = re.compile(r"[a-z]+|[0-9]+|\s+|.", re.S)
 _CLASSES = ((re.compile(r"[0-9]"), "D"), (re.compile(r"[^\W\d_]"), "W"),
             (re.compile(r"\s"), "S"))
 _PIECE_KIND: dict[str, str] = {}
@@ -363,6 +372,10 @@ def _piece_kind(c: str) -> str:
     if len(_PIECE_KIND) < 4096:  # bounded: a line of rare scripts must not grow it forever
         _PIECE_KIND[c] = kind
     return kind
+
+
+for _c in map(chr, range(128)):
+    _piece_kind(_c)
 
 
 class _K(enum.IntEnum):
@@ -377,16 +390,33 @@ class _K(enum.IntEnum):
     SEP = 7
 
 
-@dataclass(frozen=True)
-class _Clock:
+class _I(enum.IntEnum):
+    """How the reader of attempt lines sees a token (see `_Tok.item`)."""
+
+    PHRASE = 1  # an outcome phrase
+    TIME = 2
+    DATE = 3
+    COUNT = 4
+    NUM = 5
+    BAD = 6
+    FILLER = 7
+    CONTENT = 8  # an unknown word, or a stop phrase
+    NEGATION = 9
+    INTENTION = 10
+    HEDGE = 11
+    SEP = 12
+
+
+# NamedTuples rather than frozen dataclasses: one is made for every time and
+# date read, and a frozen dataclass's __init__ costs a setattr call per field.
+class _Clock(NamedTuple):
     hour: int
     minute: int
     meridiem: str | None  # "a" | "p" | None
     zero_padded: bool  # a literal 24-hour reading: "09:10", "14h05"
 
 
-@dataclass(frozen=True)
-class _Day:
+class _Day(NamedTuple):
     kind: str  # "ymd" | "md" | "wd" | "rel"
     year: int = 0
     month: int = 0
@@ -398,13 +428,23 @@ class _Day:
 
 @dataclass(slots=True)  # not frozen: a frozen __init__ costs a setattr call per field
 class _Tok:
+    """A token, and also an item of an attempt line as its reader sees it
+    (`item`): tokens are made once and read by both, with no second object per
+    token. A lexicon phrase is one item of its own, made with the lexicon (see
+    `_Node.items`): its first word, outcome, implied channel and position rule.
+    Tokens are never changed once made, so equal ones are shared."""
+
     kind: _K
+    item: _I
     text: str = ""
     clock: _Clock | None = None
     day: _Day | None = None
     count: int = 0
     ref: bool = False  # a NUM right after "#": a reference, not a quantity
     hedge: bool = False  # the SEP "?"
+    outcome: Outcome | None = None  # of a PHRASE item, on the line's channel
+    implies: Channel | None = None
+    where: str = "free"  # a PHRASE item's position rule
 
 
 _WEEKDAYS = {name: i for i, names in enumerate([
@@ -429,10 +469,61 @@ _SHORT_UNITS = frozenset({"min", "mins", "minute", "minutes", "hr", "hrs", "hour
                           "sec", "secs", "seconds"})
 _SEP_CHARS = frozenset(",;:.!|/&+=<>-*")
 _WORD_CHARS = frozenset(("#", "@", "~", CHECK))  # punctuation pieces read as words
-_PLAIN: dict[str, _Tok] = {}  # shared WORD tokens of plain words (bounded)
 # Words `_Scanner.word` does more with than emit a WORD token ("w" for "w/").
 _SPECIAL_WORDS = frozenset({*_MONTHS, *_NUMBER_WORDS, *_WEEKDAYS, *_RELATIVE_DAYS,
                             *_COUNT_WORDS, *_SEP_WORDS, "x", "w", "noon", "midday"})
+
+
+_PLAIN: dict[str, _Tok] = {}  # shared WORD tokens (bounded)
+# Those of plain words: letters only, no special reading (bounded).
+_ALPHA: dict[str, _Tok] = {}
+
+
+def _word(w: str) -> _Tok:
+    """The WORD token of `w` (shared), its item kind that of a word outside
+    lexicon phrases."""
+    tok = _PLAIN.get(w)
+    if tok is None:
+        kind = _WORD_KIND.get(w)
+        if kind is None:
+            kind = _I.FILLER if w[:1].isdigit() else _I.CONTENT  # "2nd", "3rd"
+        tok = _Tok(_K.WORD, kind, w)
+        if len(_PLAIN) < 8192:
+            _PLAIN[w] = tok
+    return tok
+
+
+def _scan(norm: str) -> list[_Tok]:
+    """The tokens of a normalised line. Words between spaces are looked up
+    whole while they are plain words (most lines start with some, many are
+    nothing else); from the first other one on, `_Scanner` reads the rest.
+    A plain word is one token wherever it stands, and nothing before it looks
+    ahead past it, so the two readings agree (rejoining the rest with single
+    spaces changes nothing: the scanner reads any run of spaces alike)."""
+    toks: list[_Tok] = []
+    words = norm.split()
+    alpha = _ALPHA.get
+    for at, w in enumerate(words):
+        tok = alpha(w)
+        if tok is None:
+            if not w.isalpha() or w in _SPECIAL_WORDS:
+                rest = norm if at == 0 else " ".join(words[at:])
+                return _Scanner(rest, toks).run()
+            tok = _word(w)
+            if len(_ALPHA) < 8192:
+                _ALPHA[w] = tok
+        toks.append(tok)
+    return toks
+
+
+def _count(text: str, n: int) -> _Tok:
+    return _Tok(_K.COUNT, _I.COUNT, text, None, None, n)
+
+
+def _date(text: str, day: _Day) -> _Tok:
+    # "tomorrow" on an attempt line is a plan, not a report
+    item = _I.INTENTION if day.kind == "rel" and day.offset > 0 else _I.DATE
+    return _Tok(_K.DATE, item, text, None, day)
 
 
 def _safe_date(y: int, m: int, d: int) -> date | None:
@@ -440,6 +531,9 @@ def _safe_date(y: int, m: int, d: int) -> date | None:
         return date(y, m, d)
     except ValueError:
         return None
+
+
+_PAD = [""] * 8
 
 
 class _Scanner:
@@ -450,15 +544,15 @@ class _Scanner:
     padded with empty pieces so that look-ahead (and j - 1 at 0) needs no
     bounds checks."""
 
-    PAD = 8
+    __slots__ = ("k", "n", "t", "toks")
 
-    def __init__(self, norm: str) -> None:
-        pieces = _RAW.findall(norm)
+    def __init__(self, norm: str, toks: list[_Tok]) -> None:
+        pieces = (_RAW_ASCII if norm.isascii() else _RAW).findall(norm)
         self.n = len(pieces)
         known = _PIECE_KIND.get
-        self.k = [known(p[0]) or _piece_kind(p[0]) for p in pieces] + [""] * self.PAD
-        self.t = pieces + [""] * self.PAD
-        self.toks: list[_Tok] = []
+        self.k = [known(p[0]) or _piece_kind(p[0]) for p in pieces] + _PAD
+        self.t = pieces + _PAD
+        self.toks = toks  # the tokens before `norm` (for look-behind), then its own
 
     def is_p(self, j: int, chars: str) -> bool:
         return self.k[j] == "P" and self.t[j] in chars
@@ -474,35 +568,28 @@ class _Scanner:
 
     def run(self) -> list[_Tok]:
         i, n, k, t, toks = 0, self.n, self.k, self.t, self.toks
+        plain, special, chars = _PLAIN.get, _SPECIAL_WORDS, _CHAR_TOKS.get
         while i < n:
             kind = k[i]
-            if kind == "S":
-                i += 1
-            elif kind == "W":
+            if kind == "W":
                 w = t[i]
-                if k[i + 1] != "P" and w not in _SPECIAL_WORDS:
-                    # the common case, inline: a plain word (tokens are never
-                    # changed once made, so one per word is shared)
-                    tok = _PLAIN.get(w)
-                    if tok is None:
-                        tok = _Tok(_K.WORD, w)
-                        if len(_PLAIN) < 8192:
-                            _PLAIN[w] = tok
-                    toks.append(tok)
+                # the common case, inline: a word that no punctuation after it
+                # joins to anything ("didn't", "v.m.", "n/a") and no special reading
+                if w not in special and (k[i + 1] != "P" or t[i + 1] not in "'-./"):
+                    toks.append(plain(w) or _word(w))
                     i += 1
                 else:
                     i = self.word(i)
+            elif kind == "S":
+                i += 1
             elif kind == "D":
                 i = self.digits(i)
             else:
-                c = t[i]  # one character
-                if c in _SEP_CHARS:
-                    toks.append(_Tok(_K.SEP, c))
-                elif c == "?":
-                    toks.append(_Tok(_K.SEP, c, hedge=True))
-                elif c in _WORD_CHARS:
-                    toks.append(_Tok(_K.WORD, c))
+                # separators, "?", and the punctuation read as words ("#", "@");
                 # anything else (quotes, brackets, emoji, variation selectors) is noise
+                tok = chars(t[i])
+                if tok is not None:
+                    toks.append(tok)
                 i += 1
         return toks
 
@@ -511,22 +598,22 @@ class _Scanner:
     def add_clock(self, text: str, hour: int, minute: int, mer: str | None,
                   literal: bool) -> None:
         if hour <= 23 and minute <= 59 and (mer is None or 1 <= hour <= 12):
-            self.toks.append(_Tok(_K.TIME, text, clock=_Clock(hour, minute, mer, literal)))
+            self.toks.append(_Tok(_K.TIME, _I.TIME, text, _Clock(hour, minute, mer, literal)))
         else:
-            self.toks.append(_Tok(_K.BAD, text))
+            self.toks.append(_Tok(_K.BAD, _I.BAD, text))
 
     def add_day(self, text: str, month: int, day: int, year: int = 0) -> None:
         if year and _safe_date(year, month, day):
-            self.toks.append(_Tok(_K.DATE, text, day=_Day("ymd", year, month, day)))
+            self.toks.append(_date(text, _Day("ymd", year, month, day)))
         elif not year and _safe_date(2024, month, day):  # a leap year: Feb 29 exists
-            self.toks.append(_Tok(_K.DATE, text, day=_Day("md", 0, month, day)))
+            self.toks.append(_date(text, _Day("md", 0, month, day)))
         else:
-            self.toks.append(_Tok(_K.BAD, text))
+            self.toks.append(_Tok(_K.BAD, _I.BAD, text))
 
     def add_num(self, i: int) -> int:
         # after "#" a reference ("#7"); glued to letters an identifier ("Q4", "2FA")
         ref = self.is_p(i - 1, "#") or self.k[i - 1] == "W" or self.k[i + 1] == "W"
-        self.toks.append(_Tok(_K.NUM, self.t[i], ref=ref))
+        self.toks.append(_Tok(_K.NUM, _I.NUM, self.t[i], None, None, 0, ref))
         return i + 1
 
     def prev_word(self) -> str:
@@ -536,7 +623,7 @@ class _Scanner:
     # -- readers: each returns the index of the first raw piece not used
 
     def meridiem(self, j: int) -> tuple[str | None, int]:
-        k = self.skip_space(j)
+        k = j + 1 if self.k[j] == "S" else j
         if self.k[k] != "W":
             return None, j
         w = self.t[k]
@@ -553,8 +640,7 @@ class _Scanner:
     def digits(self, i: int) -> int:
         kinds, tt = self.k, self.t
         t = tt[i]
-        if len(t) <= 2 and kinds[i + 1] == "P" and tt[i + 1] == ":" and kinds[i + 2] == "D" \
-                and len(tt[i + 2]) == 2:
+        if len(t) <= 2 and tt[i + 1] == ":" and kinds[i + 2] == "D" and len(tt[i + 2]) == 2:
             # "9:10", "14:05": the commonest shape first (no date has a colon)
             mer, j = self.meridiem(i + 3)
             self.add_clock(t, int(t), int(tt[i + 2]), mer, len(t) == 2 and t[0] == "0")
@@ -595,14 +681,14 @@ class _Scanner:
             return j
         if self.k[i + 1] == "W":
             if sep == "x":
-                self.toks.append(_Tok(_K.COUNT, t, count=n))
+                self.toks.append(_count(t, n))
                 return i + 2
             if sep in _ORDINAL:
                 k = self.skip_space(i + 2)
                 if self.k[k] == "W" and self.t[k] in _MONTHS:
                     self.add_day(t, _MONTHS[self.t[k]], n)
                     return k + 1
-                self.toks.append(_Tok(_K.WORD, t + sep))  # "2nd", "3rd": a filler
+                self.toks.append(_word(t + sep))  # "2nd", "3rd": a filler
                 return i + 2
         k = self.skip_space(i + 1)
         if self.k[k] == "W":
@@ -611,16 +697,16 @@ class _Scanner:
                 self.add_day(t, _MONTHS[w], n)
                 return k + 1
             if w in _COUNT_NOUNS:
-                self.toks.append(_Tok(_K.COUNT, t, count=n))
+                self.toks.append(_count(t, n))
                 return k + 1
             if w == "o" and self.is_p(k + 1, "'") and self.t[k + 2] == "clock":
                 self.add_clock(t, n, 0, None, False)  # "5 o'clock"
                 return k + 3
             if w in _SHORT_UNITS:  # "for 20 min": how long, not when
-                self.toks.append(_Tok(_K.WORD, t + w))
+                self.toks.append(_word(t + w))
                 return k + 1
         if self.is_p(i + 1, "-") and self.k[i + 2] == "W" and self.t[i + 2] in _SHORT_UNITS:
-            self.toks.append(_Tok(_K.WORD, t + self.t[i + 2]))  # "a 20-min call"
+            self.toks.append(_word(t + self.t[i + 2]))  # "a 20-min call"
             return i + 3
         if self.prev_word() in ("at", "@") and 1 <= n <= 23:
             self.add_clock(t, n, 0, None, t.startswith("0"))
@@ -647,7 +733,7 @@ class _Scanner:
                 j += 2
         w = "".join(parts)
         if w == "w" and self.is_p(j, "/"):
-            self.toks.append(_Tok(_K.WORD, "with"))
+            self.toks.append(_word("with"))
             return j + 1
         if w in _MONTHS:
             m = self.skip_space(j + 1 if self.is_p(j, ".") else j)
@@ -661,27 +747,28 @@ class _Scanner:
         if w == "x":
             m = self.skip_space(j)
             if self.is_d(m, 1, 2):
-                self.toks.append(_Tok(_K.COUNT, w, count=int(t[m])))
+                self.toks.append(_count(w, int(t[m])))
                 return m + 1
         if w in _NUMBER_WORDS:
             m = self.skip_space(j)
             if k[m] == "W" and t[m] in _COUNT_NOUNS:
-                self.toks.append(_Tok(_K.COUNT, w, count=_NUMBER_WORDS[w]))
+                self.toks.append(_count(w, _NUMBER_WORDS[w]))
                 return m + 1
         if w in _WEEKDAYS:
             last = self.prev_word() == "last"
-            self.toks.append(_Tok(_K.DATE, w, day=_Day("wd", weekday=_WEEKDAYS[w], last=last)))
+            self.toks.append(_date(w, _Day("wd", weekday=_WEEKDAYS[w], last=last)))
         elif w in _RELATIVE_DAYS:
-            self.toks.append(_Tok(_K.DATE, w, day=_Day("rel", offset=_RELATIVE_DAYS[w])))
+            self.toks.append(_date(w, _Day("rel", offset=_RELATIVE_DAYS[w])))
         elif w in ("noon", "midday"):
-            self.toks.append(_Tok(_K.TIME, w, clock=_Clock(12, 0, "p", False)))
+            self.toks.append(_Tok(_K.TIME, _I.TIME, w, _Clock(12, 0, "p", False)))
         elif w in _COUNT_WORDS:
-            self.toks.append(_Tok(_K.COUNT, w, count=_COUNT_WORDS[w]))
+            self.toks.append(_count(w, _COUNT_WORDS[w]))
         elif w in _SEP_WORDS:
-            self.toks.append(_Tok(_K.SEP, w))
+            self.toks.append(_Tok(_K.SEP, _I.SEP, w))
         else:
-            self.toks.append(_Tok(_K.WORD, w))
+            self.toks.append(_word(w))
         return j
+
 
 # --------------------------------------------------------------------------
 # Lexicon
@@ -846,6 +933,18 @@ apparently seems or if unless whether either
 """)
 
 
+# A word's kind outside lexicon phrases; where the lists overlap, negation wins
+# over intention, intention over hedge, hedge over filler.
+_WORD_KIND: dict[str, _I] = {
+    **dict.fromkeys(_FILLER, _I.FILLER), **dict.fromkeys(_HEDGES, _I.HEDGE),
+    **dict.fromkeys(_INTENTIONS, _I.INTENTION), **dict.fromkeys(_NEGATIONS, _I.NEGATION)}
+# The tokens of one-character pieces that are not noise (shared).
+_CHAR_TOKS: dict[str, _Tok] = {
+    **{c: _Tok(_K.SEP, _I.SEP, c) for c in _SEP_CHARS},
+    "?": _Tok(_K.SEP, _I.SEP, "?", hedge=True),
+    **{c: _word(c) for c in _WORD_CHARS}}
+
+
 @dataclass(frozen=True)
 class _Phrase:
     text: str
@@ -856,18 +955,33 @@ class _Phrase:
 
 
 class _Node:
-    __slots__ = ("kids", "phrase")
+    """A node of the lexicon's trie. `items`: where a phrase ends here, its
+    item on spoken and on written follow-ups (made once, shared by all lines)."""
+
+    __slots__ = ("items", "kids", "phrase")
 
     def __init__(self) -> None:
         self.kids: dict[str, _Node] = {}
         self.phrase: _Phrase | None = None
+        self.items: tuple[_Tok, _Tok] | None = None
+
+
+def _phrase_item(p: _Phrase, first: str, written: bool) -> _Tok:
+    outcome = p.written if written else p.spoken
+    if p.where == "stop":
+        return _Tok(_K.WORD, _I.CONTENT, first)
+    if p.where == "intent":
+        return _Tok(_K.WORD, _I.INTENTION, first)
+    if outcome is None:
+        return _Tok(_K.WORD, _I.FILLER, first)  # "done" on a call says nothing
+    return _Tok(_K.WORD, _I.PHRASE, first, outcome=outcome, implies=p.implies, where=p.where)
 
 
 def _build_trie() -> tuple[_Node, int]:
     root, depth = _Node(), 0
     for spoken, written, where, implies, phrases in LEXICON:
         for text in phrases.split("|"):
-            toks = _Scanner(_normalise(text)).run()
+            toks = _scan(_normalise(text))
             if not toks or any(t.kind is not _K.WORD for t in toks):
                 raise ValueError(f"lexicon phrase {text!r} is not plain words")
             node = root
@@ -876,6 +990,8 @@ def _build_trie() -> tuple[_Node, int]:
             if node.phrase is not None:
                 raise ValueError(f"lexicon phrase {text!r} duplicates {node.phrase.text!r}")
             node.phrase = _Phrase(text, spoken, written, where, implies)
+            node.items = (_phrase_item(node.phrase, toks[0].text, False),
+                          _phrase_item(node.phrase, toks[0].text, True))
             depth = max(depth, len(toks))
     return root, depth
 
@@ -884,16 +1000,17 @@ _TRIE, _TRIE_DEPTH = _build_trie()
 _TRIE_FIRST = frozenset(_TRIE.kids)  # the words a phrase can start with
 
 
-def _longest(toks: list[_Tok], i: int) -> tuple[_Phrase, int] | None:
-    """The longest lexicon phrase starting at token i (at most _TRIE_DEPTH steps)."""
+def _longest(toks: list[_Tok], i: int) -> tuple[tuple[_Tok, _Tok], int] | None:
+    """The longest lexicon phrase starting at token i (at most _TRIE_DEPTH
+    steps): its items (spoken, written) and the index of the token after it."""
     node, best, j, n = _TRIE, None, i, len(toks)
     while j < n and toks[j].kind is _K.WORD:
         nxt = node.kids.get(toks[j].text)
         if nxt is None:
             break
         node, j = nxt, j + 1
-        if node.phrase is not None:
-            best = (node.phrase, j - i)
+        if node.items is not None:
+            best = (node.items, j)
     return best
 
 
@@ -905,12 +1022,17 @@ def resolve_clock(c: _Clock, ctx: LineContext) -> time:
     """12-hour times without am/pm take the reading inside working hours; where
     both or neither are, the one nearest the event's start (SPEC); on a tie the
     earlier. 24-hour and zero-padded times are literal."""
+    hour, minute = divmod(_minute_of_day(c, ctx), 60)
+    return time(hour, minute)
+
+
+def _minute_of_day(c: _Clock, ctx: LineContext) -> int:
+    """`resolve_clock` in minutes of the day."""
     if c.meridiem:
-        h = c.hour % 12 + (12 if c.meridiem == "p" else 0)
-        return time(h, c.minute)
+        return (c.hour % 12 + (12 if c.meridiem == "p" else 0)) * 60 + c.minute
     if c.hour == 0 or c.hour > 12 or c.zero_padded:
-        return time(c.hour, c.minute)
-    am = (c.hour % 12) * 60 + c.minute  # in minutes of the day
+        return c.hour * 60 + c.minute
+    am = (c.hour % 12) * 60 + c.minute
     pm = am + 12 * 60
     ws, we = ctx.work_start, ctx.work_end
     # (a start with seconds, never from the config, begins the next minute)
@@ -918,11 +1040,9 @@ def resolve_clock(c: _Clock, ctx: LineContext) -> time:
     hi = we.hour * 60 + we.minute
     in_am, in_pm = lo <= am <= hi, lo <= pm <= hi
     if in_am != in_pm:
-        at = am if in_am else pm
-    else:
-        ref = ctx.event_start.hour * 60 + ctx.event_start.minute
-        at = am if abs(am - ref) <= abs(pm - ref) else pm  # a tie: the earlier
-    return time(at // 60, at % 60)
+        return am if in_am else pm
+    ref = ctx.event_start.hour * 60 + ctx.event_start.minute
+    return am if abs(am - ref) <= abs(pm - ref) else pm  # a tie: the earlier
 
 
 class _When(enum.Enum):
@@ -959,26 +1079,6 @@ def _resolve_day(d: _Day, ref: date, when: _When) -> date | None:
 # --------------------------------------------------------------------------
 # Attempt lines: items, clauses, facts
 
-
-class _I(enum.IntEnum):  # IntEnum: see _K
-    PHRASE = 1  # an outcome phrase
-    TIME = 2
-    DATE = 3
-    COUNT = 4
-    NUM = 5
-    BAD = 6
-    FILLER = 7
-    CONTENT = 8  # an unknown word, or a stop phrase
-    NEGATION = 9
-    INTENTION = 10
-    HEDGE = 11
-    SEP = 12
-
-
-_CONTENT = frozenset({_I.CONTENT, _I.NEGATION, _I.INTENTION, _I.HEDGE})
-_ITEM_OF = {_K.TIME: _I.TIME, _K.DATE: _I.DATE, _K.COUNT: _I.COUNT, _K.NUM: _I.NUM,
-            _K.BAD: _I.BAD, _K.SEP: _I.SEP}
-
 # (general, specific): a fact's outcomes combine into the specific one.
 _REFINES = frozenset({
     (_NA, _VM), (_NA, _WN), (_NA, _GK), (_VM, _GK), (_VM, _WN), (_RE, _WN), (_SE, _RP),
@@ -990,121 +1090,10 @@ _REFINES_IN_CLAUSE = _REFINES | {(_RE, _GK)}
 
 
 @dataclass(slots=True)
-class _Item:
-    kind: _I
-    tok: _Tok
-    outcome: Outcome | None = None
-    implies: Channel | None = None
-    where: str = "free"
-    hedge: bool = False
-
-
-_WORD_ITEMS: dict[str, _Item] = {}  # items of words outside phrases (bounded)
-
-
-def _items(toks: list[_Tok], ctx: LineContext) -> list[_Item]:
-    written = ctx.channel is Channel.EMAIL or ctx.channel is Channel.MESSAGE
-    out: list[_Item] = []
-    i, n = 0, len(toks)
-    while i < n:
-        t = toks[i]
-        if t.kind is _K.WORD:
-            hit = _longest(toks, i) if t.text in _TRIE_FIRST else None
-            if hit is not None:
-                phrase, used = hit
-                outcome = phrase.written if written else phrase.spoken
-                if phrase.where == "stop":
-                    out.append(_Item(_I.CONTENT, t))
-                elif phrase.where == "intent":
-                    out.append(_Item(_I.INTENTION, t))
-                elif outcome is None:
-                    out.append(_Item(_I.FILLER, t))  # "done" on a call says nothing
-                else:
-                    out.append(_Item(_I.PHRASE, t, outcome, phrase.implies, phrase.where))
-                i += used
-                continue
-            item = _WORD_ITEMS.get(t.text)  # items too are never changed: shared
-            if item is None:
-                kind = _WORD_KIND.get(t.text)
-                if kind is None:
-                    kind = _I.FILLER if t.text[:1].isdigit() else _I.CONTENT  # "2nd", "3rd"
-                item = _Item(kind, t)
-                if len(_WORD_ITEMS) < 8192:
-                    _WORD_ITEMS[t.text] = item
-            out.append(item)
-        elif t.kind is _K.DATE and t.day is not None and t.day.kind == "rel" \
-                and t.day.offset > 0:
-            out.append(_Item(_I.INTENTION, t))  # "tomorrow": not a report
-        else:
-            out.append(_Item(_ITEM_OF[t.kind], t, hedge=t.hedge))
-        i += 1
-    return out
-
-
-# A word's kind outside lexicon phrases; where the lists overlap, negation wins
-# over intention, intention over hedge, hedge over filler.
-_WORD_KIND: dict[str, _I] = {
-    **dict.fromkeys(_FILLER, _I.FILLER), **dict.fromkeys(_HEDGES, _I.HEDGE),
-    **dict.fromkeys(_INTENTIONS, _I.INTENTION), **dict.fromkeys(_NEGATIONS, _I.NEGATION)}
-
-
-# A clause: its items, whether it ends in "?", and the positions of its first
-# and last content word and of its first negation or intention (len(items)
-# and -1 when there is none), found while cutting.
-_Cut = tuple[list[_Item], bool, int, int, int]
-
-
-def _clauses(items: list[_Item]) -> list[_Cut]:
-    """Cut at separators, and where a new time or outcome starts a new fact
-    inside one clause ("9:10 no answer 14:05 vm")."""
-    out: list[_Cut] = []
-    cur: list[_Item] = []
-    before: set[_I] = set()  # kinds of anchor (time, date) seen before the first outcome
-    outcome_seen = anchor_after = False
-    first = last = block = -1
-    for it in items:
-        kind = it.kind
-        if kind is _I.SEP:
-            out.append(_cut(cur, it.hedge, first, last, block))
-            cur, before, outcome_seen, anchor_after = [], set(), False, False
-            first = last = block = -1
-            continue
-        anchor = kind is _I.TIME or kind is _I.DATE
-        # "9:10 no answer 14:05 …" (the same kind of anchor again after an
-        # outcome) and "no answer 9:10 vm …" (an outcome after outcome-time)
-        if (anchor and outcome_seen and kind in before) or \
-                (kind is _I.PHRASE and anchor_after):
-            out.append(_cut(cur, False, first, last, block))
-            cur, before, outcome_seen, anchor_after = [], set(), False, False
-            first = last = block = -1
-        if anchor:
-            if outcome_seen and not before:
-                anchor_after = True
-            elif not outcome_seen:
-                before.add(kind)
-        elif kind is _I.PHRASE:
-            outcome_seen = True
-        elif kind in _CONTENT:
-            last = len(cur)
-            if first < 0:
-                first = last
-            if block < 0 and kind in _BLOCKS:
-                block = last
-        cur.append(it)
-    out.append(_cut(cur, False, first, last, block))
-    return out
-
-
-def _cut(items: list[_Item], question: bool, first: int, last: int, block: int) -> _Cut:
-    n = len(items)
-    return items, question, n if first < 0 else first, last, n if block < 0 else block
-
-
-@dataclass(slots=True)
 class _Clause:
-    times: list[_Clock] = field(default_factory=list)
-    days: list[_Day] = field(default_factory=list)
-    counts: list[int] = field(default_factory=list)
+    times: list[_Clock]
+    days: list[_Day]
+    counts: list[int]
     outcome: Outcome | None = None
     implies: Channel | None = None
     problem: str = ""  # set when the clause's outcome cannot be trusted
@@ -1127,66 +1116,136 @@ def _combine(a: Outcome | None, b: Outcome, table: frozenset[tuple[Outcome, Outc
     return None
 
 
+# Item kinds as plain names for the reader's loop (a global, not an attribute
+# of the enum class, on every test).
+_PHRASE, _TIME, _DATE, _NUM, _FILL = _I.PHRASE, _I.TIME, _I.DATE, _I.NUM, _I.FILLER
+_SEP, _HEDGE, _INTENTION, _NEGATION = _I.SEP, _I.HEDGE, _I.INTENTION, _I.NEGATION
 _ANCHORS = frozenset({_I.TIME, _I.DATE, _I.COUNT, _I.NUM, _I.BAD})
-_BLOCKS = frozenset({_I.NEGATION, _I.INTENTION})
+_WORD = _K.WORD
+_END = _Tok(_K.SEP, _I.SEP)  # the end of the line: closes its last clause
 
 
-def _read_clause(cut: _Cut) -> _Clause:
-    items, question, first, last, first_block = cut
-    c = _Clause(hedged=question)
-    n = len(items)
-    # after an intention word, times and counts are the plan's, not the fact's
-    planned_after = first_block if first_block < n and \
-        items[first_block].kind is _I.INTENTION else n
-    for k, it in enumerate(items):
-        kind = it.kind
-        if k > planned_after and kind in _ANCHORS:
-            c.intent = True
-            continue  # "said call back Monday": the plan's day, not the fact's
-        if kind is _I.TIME and it.tok.clock is not None:
-            c.times.append(it.tok.clock)
-        elif kind is _I.DATE and it.tok.day is not None:
-            c.days.append(it.tok.day)
-        elif kind is _I.COUNT:
-            c.counts.append(it.tok.count)
-        elif kind is _I.BAD:
-            c.bad = True
-        elif kind is _I.NUM and _doubtful(items, k):
-            c.doubtful = True
-        elif kind is _I.PHRASE and it.outcome is not None:
-            head, tail = k < first, k > last
-            if not (it.where == "free" or (it.where == "edge" and (head or tail))
-                    or (it.where == "alone" and head and tail)):
-                continue  # "busy" in "she is busy": not an outcome here
-            if first_block < k:
-                c.problem = f"negated or not done yet: {it.tok.text!r}"
-            merged = _combine(c.outcome, it.outcome, _REFINES_IN_CLAUSE)
-            if merged is None:
-                c.problem = f"{c.outcome} and {it.outcome} in one clause"
+def _clauses(toks: list[_Tok], written: bool) -> list[_Clause]:
+    """The line's clauses, read. One pass over the tokens: a lexicon phrase
+    (the longest starting at a word) becomes one item, other tokens are items
+    as they are; the items are cut into clauses at separators and where a new
+    time or outcome starts a new fact ("9:10 no answer 14:05 vm"), and each
+    item is read into its clause as it comes. Only an outcome phrase's position
+    rule needs the whole clause (is there content after it?): phrases are
+    judged when their clause closes (`_judge`)."""
+    out: list[_Clause] = []
+    n, i = len(toks), 0
+    # the clause being read
+    size = n_content = 0
+    times: list[_Clock] = []
+    days: list[_Day] = []
+    counts: list[int] = []
+    phrases: list[tuple[_Tok, int, bool]] = []  # (item, content words before, blocked)
+    before_time = before_date = outcome_seen = anchor_after = False
+    blocked = planned = hedge = intent = bad = doubtful = suspect = prev_num = False
+    bare = True
+    while i <= n:
+        if i == n:
+            it = _END
+        else:
+            it = toks[i]
+            if it.text in _TRIE_FIRST and it.kind is _WORD:
+                hit = _longest(toks, i)
+                if hit is not None:
+                    it = hit[0][written]
+                    i = hit[1] - 1
+        i += 1
+        kind = it.item
+        if suspect:  # a bare number: doubtful unless the next item is a number too
+            suspect = False
+            doubtful = doubtful or kind is not _NUM
+        anchor = kind is _TIME or kind is _DATE
+        # "9:10 no answer 14:05 …" (the same kind of anchor again after an
+        # outcome) and "no answer 9:10 vm …" (an outcome after outcome-time)
+        if kind is _SEP or (anchor and outcome_seen and (
+                before_time if kind is _TIME else before_date)) or \
+                (kind is _PHRASE and anchor_after):
+            if size:
+                outcome, implies, problem = _judge(phrases, n_content) if phrases \
+                    else (None, None, "")
+                out.append(_Clause(times, days, counts, outcome, implies, problem,
+                                   hedge or it.hedge, intent, bare, bad, doubtful))
+                size = n_content = 0
+                times, days, counts, phrases = [], [], [], []
+                blocked = planned = hedge = intent = bad = doubtful = prev_num = False
+                bare = True
+            before_time = before_date = outcome_seen = anchor_after = False
+            if kind is _SEP:
+                continue
+        size += 1
+        if anchor:
+            if outcome_seen:
+                anchor_after = anchor_after or not (before_time or before_date)
+            elif kind is _TIME:
+                before_time = True
             else:
-                c.outcome = merged
-            if it.implies is not None:
-                if c.implies not in (None, it.implies):
-                    c.problem = "two channels in one clause"
-                c.implies = it.implies
-        elif kind is _I.HEDGE:
-            c.hedged = c.intent = True
-        elif kind is _I.NEGATION or kind is _I.INTENTION:
-            c.intent = True
-        if c.bare and not (kind in _ANCHORS
-                           or (kind is _I.FILLER and it.tok.text in _TIME_PREPS)):
-            c.bare = False
-    return c
+                before_date = True
+        if kind is _PHRASE:
+            outcome_seen = True
+            phrases.append((it, n_content, blocked))
+            bare = False
+        elif kind in _ANCHORS:
+            if planned:
+                intent = True  # "said call back Monday": the plan's day, not the fact's
+            elif anchor:  # a TIME has its clock, a DATE its day
+                if it.clock is not None:
+                    times.append(it.clock)
+                elif it.day is not None:
+                    days.append(it.day)
+            elif kind is _NUM:
+                # "vm 3" could be an hour; "call #7" is a reference, and
+                # "+1 212 555 0101" a phone number (numbers side by side)
+                suspect = not (it.ref or len(it.text) > 2 or prev_num)
+            elif kind is _I.COUNT:
+                counts.append(it.count)
+            else:
+                bad = True
+        elif kind is _FILL:
+            bare = bare and it.text in _TIME_PREPS
+        else:  # a content word
+            n_content += 1
+            bare = False
+            if kind is _HEDGE:
+                hedge = intent = True
+            elif kind is _NEGATION or kind is _INTENTION:
+                intent = True
+                if not blocked:
+                    # after an intention word, times and counts are the plan's
+                    blocked, planned = True, kind is _INTENTION
+        prev_num = kind is _NUM
+    return out
 
 
-def _doubtful(items: list[_Item], k: int) -> bool:
-    """A bare 1-2 digit number could be an hour ("vm 3"); one after "#" is a
-    reference ("call #7") and one next to other numbers is part of a phone
-    number ("+1 212 555 0101")."""
-    tok = items[k].tok
-    if tok.ref or len(tok.text) > 2:
-        return False
-    return not any(0 <= j < len(items) and items[j].kind is _I.NUM for j in (k - 1, k + 1))
+def _judge(phrases: list[tuple[_Tok, int, bool]], n_content: int
+           ) -> tuple[Outcome | None, Channel | None, str]:
+    """A clause's outcome phrases, in order, by their position rules: `free`
+    anywhere, `edge` with no content word before or none after it, `alone`
+    with no content word in the clause. Returns its outcome, channel, problem."""
+    outcome: Outcome | None = None
+    implies: Channel | None = None
+    problem = ""
+    for it, seen, blocked in phrases:
+        where, said = it.where, it.outcome
+        if said is None or (where == "edge" and 0 < seen < n_content) or \
+                (where == "alone" and n_content):
+            continue  # "busy" in "she is busy": not an outcome here
+        if blocked:
+            problem = f"negated or not done yet: {it.text!r}"
+        merged = _combine(outcome, said, _REFINES_IN_CLAUSE)
+        if merged is None:
+            problem = f"{outcome} and {said} in one clause"
+        else:
+            outcome = merged
+        if it.implies is not None:
+            if implies not in (None, it.implies):
+                problem = "two channels in one clause"
+            implies = it.implies
+    return outcome, implies, problem
 
 
 @dataclass(slots=True)
@@ -1200,22 +1259,22 @@ class _Fact:
 
 
 MAX_COUNT = 5  # "called 10 times" is a figure of speech, not ten attempts
-_NOTHING_LENT = _Clause()  # shared and never changed: most lines lend nothing
+_NOTHING_LENT = _Clause([], [], [])  # shared and never changed: most lines lend nothing
 
 
 def _attempts(toks: list[_Tok], ctx: LineContext) -> tuple[list[Entry], str]:
-    clauses = [_read_clause(cut) for cut in _clauses(_items(toks, ctx)) if cut[0]]
+    written = ctx.channel is Channel.EMAIL or ctx.channel is Channel.MESSAGE
     facts: list[_Fact] = []
     cur: _Fact | None = None
     lent = _NOTHING_LENT  # times, dates and counts lent to the next fact
     lent_any = False
-    for c in clauses:
+    for c in _clauses(toks, written):
         if c.outcome is None:
             if c.times or c.days or c.counts or c.bad or (c.doubtful and c.bare):
                 if c.intent or c.hedged:
                     continue  # "try again at 3": an intention, not a report
                 if lent is _NOTHING_LENT:
-                    lent = _Clause()
+                    lent = _Clause([], [], [])
                 lent.times += c.times
                 lent.days += c.days
                 lent.counts += c.counts
@@ -1285,11 +1344,12 @@ def _facts_to_entries(facts: list[_Fact], ctx: LineContext) -> tuple[list[Entry]
     out: list[Entry] = []
     start = ctx.event_start
     tz = start.tzinfo
+    today = start.date()
     last_day: _Day | None = None
     for f in facts:
         day_spec = f.day or last_day
         last_day = day_spec
-        on = _resolve_day(day_spec, start.date(), _When.PAST) if day_spec else start.date()
+        on = _resolve_day(day_spec, today, _When.PAST) if day_spec else today
         if on is None:
             return [], "no such date"
         if f.count > MAX_COUNT:
@@ -1297,17 +1357,22 @@ def _facts_to_entries(facts: list[_Fact], ctx: LineContext) -> tuple[list[Entry]
         if f.times:
             if f.count > 1 and f.count != len(f.times):
                 return [], "the count and the times disagree"
+            y, m, d = on.year, on.month, on.day
             for clock in f.times:
-                at = datetime.combine(on, resolve_clock(clock, ctx), tzinfo=tz)
+                hour, minute = divmod(_minute_of_day(clock, ctx), 60)
+                at = datetime(y, m, d, hour, minute, 0, 0, tz)
                 out.append(AttemptEntry(f.outcome, f.implies, at, False))
         else:
-            at = datetime.combine(on, start.time(), tzinfo=tz)  # the event's own wall time
-            out.extend(AttemptEntry(f.outcome, f.implies, at, True)
-                       for _ in range(max(f.count, 1)))
+            # the event's own wall time (the event's start itself on its own day)
+            at = start if on == today and type(start) is datetime else \
+                datetime.combine(on, start.time(), tzinfo=tz)
+            out += [AttemptEntry(f.outcome, f.implies, at, True)] * max(f.count, 1)
     return out, _COUNTED[len(out)] if len(out) < len(_COUNTED) else f"{len(out)} attempts"
 
 
 _COUNTED = ("0 attempts", "1 attempt", *(f"{n} attempts" for n in range(2, 12)))
+
+
 
 
 # --------------------------------------------------------------------------

@@ -255,21 +255,6 @@ def test_parsing_time_grows_linearly(unit: str) -> None:
     assert ratio < 40, f"{unit!r}: {[f'{t * 1000:.1f}ms' for t in times]} (x{ratio:.1f})"
 
 
-def test_throughput_on_the_corpus(capsys: pytest.CaptureFixture[str]) -> None:
-    contexts = {ch: notes.LineContext(ch, START) for ch in (Channel.CALL, Channel.EMAIL)}
-    work = [(r.line, contexts[r.channel]) for r in ROWS]
-    n, t0 = 0, clock.perf_counter()
-    deadline = t0 + 0.5
-    while clock.perf_counter() < deadline:
-        for line, ctx in work:
-            notes.parse_line(line, ctx)
-        n += len(work)
-    rate = n / (clock.perf_counter() - t0)
-    with capsys.disabled():
-        print(f"\nnotes grammar throughput: {rate:,.0f} lines/s over {len(work)} corpus lines")
-    assert rate > 0
-
-
 def test_time_inferred_uses_the_events_own_start_and_zone() -> None:
     # a later event in another season: the inferred time follows the event itself
     start = datetime(2027, 3, 14, 16, 45, tzinfo=ZoneInfo("Europe/Paris"))
