@@ -585,7 +585,6 @@ class PlanHeld:
     inputs: int
     config: str
     now: datetime
-    until: datetime | None = None
 
     @classmethod
     def of(cls, store: Store, cfg: Config, now: datetime) -> PlanHeld:

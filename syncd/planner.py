@@ -311,7 +311,7 @@ class Expiry:
     `now <= now' < until`, given the same inputs. Each comparison the planner
     makes with `now` reports the instant it can flip at (`at`); a margin is
     only ever taken on the early side, so a cycle may re-plan needlessly but
-    never keeps a stale plan. None: nothing in the plan depends on time."""
+    never keeps a stale plan. `until` is None only before `plan` ran."""
 
     __slots__ = ("now", "until")
 
@@ -413,11 +413,10 @@ def plan(
     horizon_end = add_duration(now.astimezone(user_tz), cfg.horizon)
     beyond: datetime | None = None  # the first start beyond the horizon
     for _prio, ci, need, due in sorted(drafts, key=lambda d: d[0]):
-        fu = _place(ci, need, due, now, ctx, cal, horizon_end)
-        plans[ci.contact.id] = fu
-        if fu.followup is not None and fu.followup.action == "planned" and (
-                beyond is None or fu.followup.start < beyond):
-            beyond = fu.followup.start
+        placed = plans[ci.contact.id] = _place(ci, need, due, now, ctx, cal, horizon_end)
+        fu = placed.followup
+        if fu is not None and fu.action == "planned" and (beyond is None or fu.start < beyond):
+            beyond = fu.start
     if beyond is not None:  # then it comes within the horizon and is written
         exp.at(_enters_horizon(beyond, cfg.horizon, user_tz))
     return [plans[c.contact.id] for c in sorted(inputs, key=lambda c: c.contact.id)]
