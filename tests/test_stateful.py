@@ -22,7 +22,9 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from connectors.caldav_calendar import CalDavCalendar
 from syncd.config import load_text
+from syncd.cycle import Cycle
 from syncd.store import Store
+from syncd.timeutil import iso
 from tests.servers import DavServer
 from tests.test_reconcile import T0, World, append, edit
 
@@ -167,6 +169,31 @@ calendar: {{type: caldav, url: "{self.server.base}/", calendar: "s-{uuid.uuid4()
         for uid in self._events():
             self.seen[uid] = list(self.lines.get(uid, []))
         self.check_state()
+
+    @rule(minutes=st.lists(st.integers(1, 20), min_size=2, max_size=4))
+    def short_cycles(self, minutes: list[int]) -> None:
+        """Minutes apart, after the cycle that reads its own writes back, most
+        find the last plan still holds and skip planning: then planning now
+        must not have anything to write."""
+        for m in minutes:
+            self.now += timedelta(minutes=m)
+            if not self.world.cycle(self.now).planned:
+                self.plan_holds()
+        self.cycle(0)
+
+    def plan_holds(self) -> None:
+        store = Store(self.world.cfg.state_dir)
+        try:
+            stored = {r[0]: (r[1], r[2]) for r in
+                      store.db.execute("SELECT id, start, basis FROM followups")}
+            plans = Cycle(self.world.cfg, store, [], self.reader, now=lambda: self.now).plans()
+        finally:
+            store.close()
+        for p in plans:
+            assert p.retire is None, p
+            fu = p.followup
+            assert fu is None or fu.action == "keep" or (
+                fu.action == "planned" and stored.get(fu.id) == (iso(fu.start), fu.basis)), p
 
     # -- what must hold -------------------------------------------------------
 
