@@ -36,6 +36,7 @@ from tests.daemon_helpers import (
     NOW,
     NotifySocket,
     Proc,
+    RawEvent,
     Setup,
     base_env,
     check_consistent,
@@ -171,6 +172,22 @@ def sigterm_after_creates(proc: Proc, creates: int) -> float:
     return took
 
 
+def stopped_after_a_commit(proc: Proc, setup: Setup, server: DavServer
+                          ) -> tuple[list[str], list[RawEvent]]:
+    """The process stopped at a step boundary, after a commit, with its cycle
+    cut short; and the state is consistent: every event it knows is on the
+    server with the same ETag, nothing half-done, nothing it does not know.
+    Returns the steps it logged and the events."""
+    steps = [r["step"] for r in proc.records if r.get("event") == "step"]
+    assert steps[-1] == "commit-create", "it stopped at a step boundary, after a commit"
+    assert not cycle_lines(proc.text()), "the cycle was cut short"
+    evs = check_consistent(setup, server)
+    with state_db(setup) as db:
+        assert db.execute("SELECT COUNT(*) FROM followups WHERE status='creating'"
+                          ).fetchone()[0] == 0
+    return steps, evs
+
+
 def test_sigterm_stops_a_one_shot_sync_at_a_step_boundary(tmp_path: Path,
                                                          radicale: DavServer) -> None:
     """`syncd sync` too finishes the write in flight, commits and exits 0."""
@@ -179,15 +196,9 @@ def test_sigterm_stops_a_one_shot_sync_at_a_step_boundary(tmp_path: Path,
     proc = Proc(setup, "sync", verbose=True)
     took = sigterm_after_creates(proc, 20)
     assert took < 10
-    recs = proc.records
-    assert any(r.get("event") == "stopped" and r.get("signal") == "SIGTERM" for r in recs)
-    steps = [r["step"] for r in recs if r.get("event") == "step"]
-    assert steps[-1] == "commit-create", "it stopped after a commit"
-    assert not cycle_lines(proc.text()), "the cycle was cut short"
-    evs = check_consistent(setup, radicale)
-    with state_db(setup) as db:
-        assert db.execute("SELECT COUNT(*) FROM followups WHERE status='creating'"
-                          ).fetchone()[0] == 0
+    assert any(r.get("event") == "stopped" and r.get("signal") == "SIGTERM"
+               for r in proc.records)
+    steps, evs = stopped_after_a_commit(proc, setup, radicale)
     assert len(evs) == steps.count("commit-create") < 60
     done = syncd(setup, "sync")  # the rest, then nothing left to do
     assert done.returncode == 0, done.stderr
@@ -203,18 +214,10 @@ def test_sigterm_during_many_creates_finishes_the_write_and_exits_fast(
     took = sigterm_after_creates(proc, 30)
     print(f"\nSIGTERM to exit: {took:.3f} s")
     assert took < 10
-    recs = proc.records
-    stopped = next(r for r in recs if r.get("event") == "stopped")
+    stopped = next(r for r in proc.records if r.get("event") == "stopped")
     assert stopped["stop_took"] < 10
-    steps = [r["step"] for r in recs if r.get("event") == "step"]
-    assert steps[-1] == "commit-create", "it stopped at a step boundary, after a commit"
-    assert not cycle_lines(proc.text()), "the cycle was cut short"
-    # Consistent: every event the state knows is on the server with the same
-    # ETag, nothing half-done, nothing the state does not know.
-    evs = check_consistent(setup, radicale)
+    steps, evs = stopped_after_a_commit(proc, setup, radicale)
     with state_db(setup) as db:
-        assert db.execute("SELECT COUNT(*) FROM followups WHERE status='creating'"
-                          ).fetchone()[0] == 0
         live = {r["ref"]: r["etag"] for r in db.execute(
             "SELECT ref, etag FROM followups WHERE status='live'")}
     assert len(live) == steps.count("commit-create") == len(evs)
