@@ -113,8 +113,7 @@ class Cycle:
             res.calendar_error = e.render_line()
             log.error("calendar failed", error=e.message, hint=e.hint)
             with self.store.tx() as db:
-                db.execute("INSERT OR REPLACE INTO kv(key, value) VALUES('calendar.error', ?)",
-                           (res.calendar_error,))
+                self.store.kv_set("calendar.error", res.calendar_error)
                 retry.record_outcome(db, retry.KEY_CALENDAR, e, self.cfg.poll_interval.seconds())
         else:
             with self.store.tx() as db:
@@ -318,9 +317,8 @@ class Cycle:
         # same inputs, planning again would decide the same (the planner's
         # Expiry; busy times from other calendars are read fresh each plan).
         if not writes and not planned and not self._busy_elsewhere() and expiry.until:
-            with self.store.tx() as tx:
-                tx.execute("INSERT OR REPLACE INTO kv(key, value) VALUES(?, ?)",
-                           (PLAN_HELD, held.record(expiry.until)))
+            with self.store.tx():
+                self.store.kv_set(PLAN_HELD, held.record(expiry.until))
 
     def _backfill_phone_zones(self) -> None:
         """Contacts imported before the store kept their phone's zone
@@ -528,9 +526,8 @@ class Cycle:
                 upsert_event(tx, ev)
             self._hook("commit-history")
         if res.events_updated == written and seen is not None:
-            with self.store.tx() as tx:
-                tx.execute("INSERT OR REPLACE INTO kv(key, value) VALUES(?, ?)",
-                           (HISTORY_HELD, seen))
+            with self.store.tx():
+                self.store.kv_set(HISTORY_HELD, seen)
 
     def _history_title(self, fid: str, title: str) -> str | None:
         outcomes = [str(o[0]).replace("_", " ") for o in self.store.db.execute(
